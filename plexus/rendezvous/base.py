@@ -1,0 +1,86 @@
+"""What the pipeline needs from a rendezvous, whatever carries the offers (a mailbox, a DHT).
+
+The initiator calls ``invite`` and gets an ``Agreement`` (or ``PeerRefused``); the acceptor iterates
+``invites()`` and calls ``answer`` (or ``refuse``) for each, concurrently. Offers are authenticated, checked for
+staleness and replay, and the session secret is derived from an ephemeral X25519 exchange and both nonces, all
+inside the rendezvous; the caller only sees verified results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from plexus.errors import RendezvousError
+from plexus.profile.model import Peer, Role
+
+
+@dataclass(frozen=True)
+class LocalOffer:
+    """Our side of an offer, as the pipeline knows it before the exchange."""
+
+    endpoint: tuple[str, int]  # our outer (public) endpoint, from STUN
+    nat: str  # our mapping behaviour, e.g. "endpoint-independent" (plexus.nat names)
+    exports: dict[str, str] = field(default_factory=dict)  # public values of our payload (e.g. a WG public key)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A completed exchange: everything the punch and the payload need about the peer, and the secret."""
+
+    peer: Peer
+    role: Role  # our role
+    peer_endpoint: tuple[str, int]
+    peer_nat: str
+    peer_exports: dict[str, str]
+    secret: bytes  # 32 bytes; only the two peers can derive it
+    session_id: bytes  # 8 bytes, the same on both sides, distinct per session
+
+    def __repr__(self) -> str:  # never show the secret
+        return (f"Agreement(peer={self.peer.id!r}, role={self.role!r}, peer_endpoint={self.peer_endpoint}, "
+                f"peer_nat={self.peer_nat!r}, session_id={self.session_id.hex()})")
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A verified invitation from one of our configured peers, not yet answered."""
+
+    peer: Peer
+    endpoint: tuple[str, int]
+    nat: str
+    refusal: str | None = None  # the peer says it cannot punch (e.g. symmetric NAT); do not answer
+
+
+class PeerRefused(RendezvousError):
+    """The peer answered that it cannot connect (e.g. its NAT is symmetric)."""
+
+
+class Exchange(Protocol):
+    """One rendezvous transport with authentication, as the pipeline uses it. An async context manager:
+    connections are opened on enter and closed on exit (and on cancellation)."""
+
+    async def __aenter__(self) -> Exchange: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def invite(self, peer: Peer, local: LocalOffer) -> Agreement:
+        """Send an invite, wait (profile's rendezvous.timeout) for the peer's accept. PeerRefused if it refuses,
+        RendezvousError on timeout."""
+        ...
+
+    async def notify_refusal(self, peer: Peer, reason: str) -> None:
+        """Tell a peer we cannot connect (sent instead of an invite), so its log says why."""
+        ...
+
+    def invites(self) -> AsyncIterator[Invite]:
+        """Verified invites addressed to us from configured peers, as they arrive (runs until cancelled)."""
+        ...
+
+    async def answer(self, invite: Invite, local: LocalOffer) -> Agreement:
+        """Send our accept for an invite and return the agreement."""
+        ...
+
+    async def refuse(self, invite: Invite, reason: str) -> None:
+        """Answer an invite with a refusal (the initiator then stops waiting)."""
+        ...
