@@ -21,7 +21,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, port: UdpPort) -> None:
         self._port = port
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self._port._dispatch(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -35,11 +35,13 @@ class UdpPort:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._transport: asyncio.DatagramTransport | None = None
+        self._socket: socket.socket | None = None  # the raw socket (asyncio only exposes a restricted wrapper)
         self.unclaimed = 0  # datagrams no listener wanted
         self.errors = 0  # ICMP errors reported by the kernel
 
     @classmethod
-    async def bind(cls, endpoint: Endpoint = Endpoint("0.0.0.0", 0)) -> UdpPort:
+    async def bind(cls, endpoint: Endpoint | None = None) -> UdpPort:
+        endpoint = endpoint or Endpoint("0.0.0.0", 0)
         port = cls()
         family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -55,7 +57,7 @@ class UdpPort:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(port), sock=sock)
-        port._transport = transport
+        port._transport, port._socket = transport, sock
         return port
 
     @property
@@ -65,11 +67,9 @@ class UdpPort:
         return (name[0], name[1])
 
     def _sock(self) -> socket.socket:
-        if self._transport is None:
+        if self._transport is None or self._socket is None:
             raise RuntimeError("UDP port is closed")
-        sock = self._transport.get_extra_info("socket")
-        assert sock is not None
-        return sock  # type: ignore[no-any-return]
+        return self._socket
 
     @property
     def closed(self) -> bool:
@@ -118,7 +118,7 @@ class UdpPort:
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-            self._transport = None
+            self._transport = self._socket = None
 
     async def __aenter__(self) -> UdpPort:
         return self

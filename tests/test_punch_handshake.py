@@ -1,0 +1,121 @@
+"""The punch handshake on loopback: real UDP sockets, no NAT (the lab tests cover NATs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from plexus.errors import PunchError
+from plexus.profile.model import Endpoint
+from plexus.punch import handshake
+from plexus.punch import packet as pk
+from plexus.udp import UdpPort
+
+LOOP = Endpoint("127.0.0.1", 0)
+
+
+async def pair() -> tuple[UdpPort, UdpPort]:
+    return await UdpPort.bind(LOOP), await UdpPort.bind(LOOP)
+
+
+def test_packet_round_trip_and_forgery() -> None:
+    key = pk.punch_key(b"s" * 32)
+    sid = os.urandom(8)
+    data = pk.encode(pk.Packet(pk.Kind.HELLO, True, sid, 7), key)
+    assert len(data) == pk.PACKET_LENGTH
+    assert pk.decode(data, key, sid) == pk.Packet(pk.Kind.HELLO, True, sid, 7)
+    forged = bytearray(data)
+    forged[-1] ^= 1
+    with pytest.raises(pk.BadPacket, match="tag"):
+        pk.decode(bytes(forged), key, sid)
+    with pytest.raises(pk.BadPacket, match="tag"):
+        pk.decode(data, pk.punch_key(b"x" * 32), sid)
+    with pytest.raises(pk.BadPacket, match="session"):
+        pk.decode(data, key, os.urandom(8))
+    with pytest.raises(pk.BadPacket, match="opening"):
+        pk.decode(pk.opening(sid), key, sid)
+    for garbage in (b"", b"PLXP", os.urandom(pk.PACKET_LENGTH), data[:-1], data + b"\0"):
+        with pytest.raises(pk.BadPacket):
+            pk.decode(garbage, key, sid)
+
+
+async def test_handshake_completes_both_sides() -> None:
+    a, b = await pair()
+    a_local, b_local = a.local, b.local
+    secret, sid = os.urandom(32), os.urandom(8)
+    try:
+        ra, rb = await asyncio.gather(
+            handshake(a, b.local, secret, sid, accepting=True, hops=64, timeout=5, interval=0.02),
+            handshake(b, a.local, secret, sid, accepting=False, hops=64, timeout=5, interval=0.02),
+        )
+    finally:
+        a.close(), b.close()
+    assert ra.peer == b_local and rb.peer == a_local
+    assert ra.stats.received >= 1 and rb.stats.received >= 1
+    assert ra.stats.opening_sent >= 1  # the acceptor opened its NAT first
+
+
+async def test_wrong_secret_never_completes() -> None:
+    a, b = await pair()
+    sid = os.urandom(8)
+    try:
+        results = await asyncio.gather(
+            handshake(a, b.local, os.urandom(32), sid, accepting=True, hops=64, timeout=0.6, interval=0.02),
+            handshake(b, a.local, os.urandom(32), sid, accepting=False, hops=64, timeout=0.6, interval=0.02),
+            return_exceptions=True,
+        )
+    finally:
+        a.close(), b.close()
+    assert all(isinstance(r, PunchError) for r in results), results
+    assert "no handshake with the peer" in str(results[0])
+
+
+async def test_garbage_forgery_and_replay_do_not_abort() -> None:
+    """A stranger floods the acceptor with garbage, forged and replayed packets; the handshake still completes
+    and each is counted (one bad datagram aborts the original tool's handshake)."""
+    a, b = await pair()
+    stranger = await UdpPort.bind(LOOP)
+    secret, sid = os.urandom(32), os.urandom(8)
+    key = pk.punch_key(secret)
+    valid_from_initiator = pk.encode(pk.Packet(pk.Kind.HELLO, False, sid, 1), key)
+
+    async def attack() -> None:
+        for _ in range(5):
+            stranger.sendto(b"\x00\x01garbage", a.local)
+            stranger.sendto(pk.encode(pk.Packet(pk.Kind.ACK, False, sid, 99), pk.punch_key(b"wrong" * 8)), a.local)
+            stranger.sendto(pk.opening(sid), a.local)
+            await asyncio.sleep(0.005)
+
+    async def initiator_after_attack() -> object:
+        await attack()
+        # replay the same valid packet twice: the second copy is a replay
+        stranger.sendto(valid_from_initiator, a.local)
+        stranger.sendto(valid_from_initiator, a.local)
+        await asyncio.sleep(0.05)
+        return await handshake(b, a.local, secret, sid, accepting=False, hops=64, timeout=5, interval=0.02)
+
+    try:
+        ra, _ = await asyncio.gather(
+            handshake(a, b.local, secret, sid, accepting=True, hops=64, timeout=5, interval=0.02),
+            initiator_after_attack(),
+        )
+    finally:
+        a.close(), b.close(), stranger.close()
+    assert ra.stats.dropped.get("tag", 0) == 5
+    assert ra.stats.dropped.get("opening", 0) == 5
+    assert ra.stats.dropped.get("replay", 0) >= 1
+    assert a.unclaimed >= 5  # the non-plexus garbage went to no listener and was dropped
+
+
+async def test_own_reflected_packets_are_not_the_peer() -> None:
+    """Packets with our own role flag (a hairpinning NAT reflecting ours) never complete the handshake."""
+    a = await UdpPort.bind(LOOP)
+    secret, sid = os.urandom(32), os.urandom(8)
+    try:
+        with pytest.raises(PunchError):
+            # the "peer" is ourselves: every packet we send comes back with our own role
+            await handshake(a, a.local, secret, sid, accepting=False, hops=64, timeout=0.4, interval=0.02)
+    finally:
+        a.close()
