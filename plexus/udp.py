@@ -117,7 +117,9 @@ class UdpPort:
 
     def close(self) -> None:
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close()  # stops reading now; the fd itself would close on the next loop turn
+            if self._socket is not None:
+                self._socket.close()  # close it now: the payload binds this very port next
             self._transport = self._socket = None
 
     async def __aenter__(self) -> UdpPort:

@@ -1,0 +1,299 @@
+"""`plexus up`: the whole pipeline — NAT discovery, offer exchange, punch, launch — for one profile.
+
+Library API: ``await up(profile, report)`` returns when the payload ends (initiate) or when cancelled (accept).
+An initiator connects to its peers (all, or those named) and applies the restart policy: each restart is a new
+rendezvous and punch, since the public mapping may have changed. An acceptor serves every configured peer, each
+invite in its own task with its own UDP port, session and payload; one broken peer never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from plexus.errors import NatError, PlexusError, ProfileError
+from plexus.events import Event, Reporter, phase
+from plexus.launch.runner import run_payload
+from plexus.launch.template import Prepared, SessionContext, Template, find_template, prepare
+from plexus.nat import discover, punchable
+from plexus.profile.model import Peer, Profile
+from plexus.punch import Opener, handshake
+from plexus.rendezvous import open_exchange
+from plexus.rendezvous.base import Agreement, Exchange, Invite, LocalOffer, PeerRefused
+from plexus.udp import UdpPort
+
+log = logging.getLogger("plexus.session")
+
+
+@dataclass
+class _Local:
+    """One session's local side: the port that asked STUN, what STUN saw, and the payload's fresh keys."""
+
+    port: UdpPort
+    outer: tuple[str, int]
+    mapping: str
+    template: Template
+    prepared: Prepared
+
+    def offer(self) -> LocalOffer:
+        return LocalOffer(self.outer, self.mapping, dict(self.prepared.exports))
+
+
+def _template(profile: Profile) -> Template:
+    return find_template(profile.payload.template, profile.path.parent if profile.path else None)
+
+
+async def _discover(profile: Profile, port: UdpPort, report: Reporter, peer: str | None) -> tuple[tuple[str, int], str]:
+    with phase(report, "nat", "asking STUN", peer) as result:
+        found = await discover(port, profile.stun)
+        result["message"] = f"public {found.outer[0]}:{found.outer[1]}, {found.mapping} mapping"
+        result.update(inner=list(found.inner), outer=list(found.outer), mapping=found.mapping)
+    return found.outer, found.mapping
+
+
+async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreement, report: Reporter,
+                            opener: Opener | None = None) -> int:
+    peer_id = agreement.peer.id
+    accepting = agreement.role == "accept"
+    try:
+        with phase(report, "punch", f"to {agreement.peer_endpoint[0]}:{agreement.peer_endpoint[1]}",
+                   peer_id) as result:
+            punched = await handshake(
+                local.port, agreement.peer_endpoint, agreement.secret, agreement.session_id, accepting=accepting,
+                hops=profile.punch.hops, timeout=profile.punch.timeout, interval=profile.punch.interval,
+                opener=opener)
+            result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]}"
+            result.update(sent=punched.stats.sent, received=punched.stats.received, dropped=punched.stats.dropped)
+        inner = local.port.local
+    finally:
+        local.port.close()  # the payload binds this port next, while the NAT mapping is warm
+    context = SessionContext(
+        inner=inner, outer=local.outer, peer=punched.peer, secret=agreement.secret, host_id=profile.host.id,
+        peer_id=peer_id, role=agreement.role, peer_values=dict(agreement.peer_exports),
+        vars=profile.payload_vars(agreement.peer))
+    return await run_payload(local.template, local.prepared, context, report)
+
+
+def _refusal_reason(mapping: str) -> str | None:
+    ok, reason = punchable(mapping)  # type: ignore[arg-type]
+    return None if ok else reason
+
+
+# --- initiate -----------------------------------------------------------------------------------------------
+
+
+async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], peer: Peer, report: Reporter) -> int:
+    port = await UdpPort.bind(profile.stun.bind)
+    try:
+        outer, mapping = await _discover(profile, port, report, peer.id)  # while the mailbox connects
+        exchange = await connected
+        reason = _refusal_reason(mapping)
+        if reason is not None:
+            with contextlib.suppress(PlexusError):
+                await exchange.notify_refusal(peer, reason)
+            raise NatError(reason)
+        template = _template(profile)
+        local = _Local(port, outer, mapping, template, prepare(template))
+        with phase(report, "offer-sent", f"invite to {peer.id}", peer.id):
+            started = time.monotonic()
+            agreement = await exchange.invite(peer, local.offer())
+        report(Event("offer-received", "ok", f"accept from {peer.id}", peer.id, time.monotonic() - started,
+                     {"peer_endpoint": list(agreement.peer_endpoint), "peer_nat": agreement.peer_nat}))
+        return await _punch_and_launch(profile, local, agreement, report)
+    finally:
+        port.close()
+
+
+async def _initiate(profile: Profile, connected: asyncio.Task[Exchange], peer: Peer, report: Reporter) -> int:
+    policy = profile.payload.restart
+    if policy == "always":
+        report(Event("launch", "info", "restart policy 'always': the payload is restarted whenever it ends",
+                     peer.id))
+    restarts = 0
+    while True:
+        try:
+            code = await _initiate_once(profile, connected, peer, report)
+        except (PeerRefused, NatError, ProfileError):
+            raise  # restarting cannot help
+        except PlexusError as error:
+            if restarts == 0 or policy == "never":
+                raise
+            report(Event("session", "fail", str(error), peer.id))
+            code = error.exit_code
+        if policy == "never" or (policy == "on-failure" and code == 0):
+            return code
+        if restarts >= profile.payload.max_restarts:
+            report(Event("session", "fail", f"gave up after {restarts} restarts", peer.id))
+            return code
+        restarts += 1
+        report(Event("launch", "info", f"restart {restarts}/{profile.payload.max_restarts} after exit {code}: "
+                     "new rendezvous and punch", peer.id, data={"restart": restarts, "exit_code": code}))
+        await asyncio.sleep(profile.payload.restart_delay)
+
+
+# --- accept -------------------------------------------------------------------------------------------------
+
+
+async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: Reporter) -> int:
+    peer_id = invite.peer.id
+    port = await UdpPort.bind(profile.stun.bind)
+    try:
+        outer, mapping = await _discover(profile, port, report, peer_id)
+        reason = _refusal_reason(mapping)
+        if reason is not None:
+            await exchange.refuse(invite, reason)
+            raise NatError(reason)
+        template = _template(profile)
+        local = _Local(port, outer, mapping, template, prepare(template))
+        # Open our NAT toward the peer before our answer leaves: by the time the initiator punches, the hole exists.
+        opener = Opener(port, invite.endpoint, profile.punch.hops, profile.punch.interval, profile.punch.timeout)
+        opener.start()
+        try:
+            with phase(report, "offer-sent", f"accept to {peer_id}", peer_id):
+                agreement = await exchange.answer(invite, local.offer())
+            return await _punch_and_launch(profile, local, agreement, report, opener)
+        finally:
+            opener.stop()
+    finally:
+        port.close()
+
+
+async def _accept(profile: Profile, exchange: Exchange, report: Reporter) -> int:
+    sessions: dict[str, asyncio.Task[int]] = {}
+
+    async def serve(invite: Invite) -> int:
+        try:
+            return await _answer(profile, exchange, invite, report)
+        except PlexusError as error:
+            report(Event("session", "fail", str(error), invite.peer.id))
+            return error.exit_code
+
+    report(Event("offer-received", "start", f"waiting for invites from {', '.join(p.id for p in profile.peers)}"))
+    try:
+        async for invite in exchange.invites():
+            if invite.refusal:
+                report(Event("offer-received", "warn", f"{invite.peer.id} cannot connect: {invite.refusal}",
+                             invite.peer.id))
+                continue
+            report(Event("offer-received", "ok", f"invite from {invite.peer.id}", invite.peer.id,
+                         data={"peer_endpoint": list(invite.endpoint), "peer_nat": invite.nat}))
+            previous = sessions.pop(invite.peer.id, None)
+            if previous is not None and not previous.done():
+                # A new invite from the same peer replaces its old session (it restarted on its side).
+                previous.cancel()
+                with contextlib.suppress(BaseException):
+                    await previous
+            sessions[invite.peer.id] = asyncio.get_running_loop().create_task(serve(invite))
+    finally:
+        for task in sessions.values():
+            task.cancel()
+        if sessions:
+            await asyncio.gather(*sessions.values(), return_exceptions=True)
+    return 0
+
+
+# --- the pipeline -------------------------------------------------------------------------------------------
+
+
+async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None = None) -> int:
+    """Run the pipeline for ``profile``; the payload's exit code (initiate) or 0 when stopped (accept)."""
+    for warning in profile.warnings:
+        report(Event("profile", "warn", warning))
+    selected = list(profile.peers)
+    if peers:
+        unknown = [p for p in peers if profile.peer(p) is None]
+        if unknown:
+            raise ProfileError(f"{profile.name}: no peer {unknown[0]!r} in the profile",
+                               hint=f"peers: {', '.join(p.id for p in profile.peers)}")
+        selected = [p for p in profile.peers if p.id in peers]
+    _template(profile)  # a missing template fails now, not after the rendezvous
+    exchange = open_exchange(profile)
+
+    async def connect() -> Exchange:
+        with phase(report, "mailbox", "connecting") as result:
+            await exchange.__aenter__()
+            result["message"] = "connected"
+        return exchange
+
+    connected = asyncio.get_running_loop().create_task(connect())
+    try:
+        if profile.role == "accept":
+            return await _accept(profile, await connected, report)
+        results = await asyncio.gather(*(_initiate(profile, connected, peer, report) for peer in selected),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if len(results) == 1 and errors:
+            raise errors[0]
+        codes = []
+        for peer, result in zip(selected, results, strict=True):
+            if isinstance(result, PlexusError):
+                report(Event("session", "fail", str(result), peer.id))
+                codes.append(result.exit_code)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                codes.append(result)
+        return max(codes) if codes else 0
+    finally:
+        if not connected.done():
+            connected.cancel()
+        with contextlib.suppress(BaseException):
+            await connected
+        if connected.done() and not connected.cancelled() and connected.exception() is None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(exchange.__aexit__(None, None, None))
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------
+
+
+async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[str] | None) -> int:
+    """Run ``up`` and turn SIGINT/SIGTERM into a clean cancellation (the payload gets the same signal)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(up(profile, report, peers=peers))
+    received: list[str] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        def stop(name: str = sig.name) -> None:
+            received.append(name)
+            task.cancel(name)
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        report(Event("session", "info", f"stopped by {received[0]}"))
+        if profile.role == "accept":
+            return 0
+        return 130 if received[0] == "SIGINT" else 143
+
+
+def run_up(args: object) -> int:
+    from plexus.profile import load
+    from plexus.ui import JsonLines, LiveView
+
+    json_mode = bool(getattr(args, "json", False))
+    view: JsonLines | LiveView = JsonLines() if json_mode else LiveView()
+    payload_log = logging.getLogger("plexus.payload")
+    if not getattr(args, "quiet", False):
+        payload_log.setLevel(logging.INFO)
+        if isinstance(view, LiveView):
+            from rich.logging import RichHandler
+
+            handler: logging.Handler = RichHandler(console=view.console, show_path=False, show_level=False)
+        else:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        payload_log.addHandler(handler)
+        payload_log.propagate = False
+    with view:
+        with phase(view, "profile", str(getattr(args, "profile", ""))) as result:
+            profile = load(str(getattr(args, "profile", "")))
+            result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
+        return asyncio.run(_run_until_signal(profile, view, getattr(args, "peers", None)))
