@@ -1,0 +1,171 @@
+"""The wireguard template's launcher: bring a WireGuard interface up, stay in the foreground, tear it down.
+
+``python -m plexus.launch.wg_up --conf wg.conf --address 198.19.0.1 --peer-address 198.19.0.2``
+
+WireGuard takes several steps (create the interface, ``wg setconf``, address, up) and has no process that
+lives as long as the tunnel, so this launcher is that process: plexus watches it, and SIGTERM/SIGINT remove the
+interface. It uses the kernel module when ``ip link add type wireguard`` works, else Debian's userspace
+``wireguard-go`` in the foreground. Interface names are unique per launcher (the PID) because wireguard-go's
+control socket ``/var/run/wireguard/<name>.sock`` is shared by all network namespaces.
+
+With ``--dead-after`` the launcher exits 3 when the peer has not completed a handshake for that long (a live
+peer re-handshakes every two minutes while keepalives flow), so the restart policy can punch a new path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+UAPI_DIR = Path("/var/run/wireguard")
+READY_LINE = "plexus-wg: interface {name} up ({mode})"
+EXIT_DEAD_PEER = 3
+_START_TIMEOUT = 5.0
+_STOP_GRACE = 3.0
+
+
+class SetupError(Exception):
+    pass
+
+
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await proc.communicate()
+    if proc.returncode != 0:
+        text = " ".join(output.decode(errors="replace").split())
+        raise SetupError(f"{' '.join(argv)} failed (exit {proc.returncode}): {text}")
+
+
+async def _try_kernel(name: str) -> bool:
+    try:
+        await _run("ip", "link", "add", "dev", name, "type", "wireguard")
+    except SetupError:
+        return False
+    return True
+
+
+async def _start_userspace(name: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "wireguard-go", name, stdin=asyncio.subprocess.DEVNULL, env=env
+        )
+    except FileNotFoundError:
+        raise SetupError("no kernel WireGuard and no wireguard-go (install the wireguard-go package)") from None
+    socket_path = UAPI_DIR / f"{name}.sock"
+    deadline = time.monotonic() + _START_TIMEOUT
+    while not socket_path.exists():
+        if proc.returncode is not None or time.monotonic() > deadline:
+            await _stop_userspace(proc)
+            raise SetupError(f"wireguard-go did not create {socket_path} within {_START_TIMEOUT:.0f} s")
+        await asyncio.sleep(0.02)
+    return proc
+
+
+async def _stop_userspace(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), _STOP_GRACE)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def _latest_handshake(name: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "wg", "show", name, "latest-handshakes", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    output, _ = await proc.communicate()
+    stamps = [int(line.split()[-1]) for line in output.decode().splitlines() if line.split()[-1:]]
+    return max(stamps, default=0)
+
+
+async def _watch_peer(name: str, dead_after: float) -> None:
+    """Returns when the peer has been silent (no completed handshake) for ``dead_after`` seconds."""
+    started = time.time()
+    while True:
+        await asyncio.sleep(min(2.0, dead_after / 4))
+        last = await _latest_handshake(name) or started
+        if time.time() - last > dead_after:
+            return
+
+
+async def run(args: argparse.Namespace) -> int:
+    name = args.name or f"plx{os.getpid()}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    userspace: asyncio.subprocess.Process | None = None
+    kernel = False
+    try:
+        kernel = args.userspace != "always" and await _try_kernel(name)
+        if not kernel:
+            if args.userspace == "never":
+                raise SetupError("kernel WireGuard is not available (ip link add type wireguard failed)")
+            userspace = await _start_userspace(name)
+        await _run("wg", "setconf", name, args.conf)
+        await _run("ip", "address", "add", f"{args.address}/32", "peer", f"{args.peer_address}/32", "dev", name)
+        await _run("ip", "link", "set", "dev", name, "mtu", str(args.mtu), "up")
+        print(READY_LINE.format(name=name, mode="kernel" if kernel else "wireguard-go"), flush=True)
+        return await _serve(name, stop, userspace, args.dead_after)
+    except SetupError as exc:
+        print(f"plexus-wg: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if userspace is not None:
+            await _stop_userspace(userspace)  # wireguard-go removes its interface and socket itself
+        if kernel:
+            with contextlib.suppress(SetupError):
+                await _run("ip", "link", "del", "dev", name)
+
+
+async def _serve(name: str, stop: asyncio.Event, userspace: asyncio.subprocess.Process | None, dead_after: float) -> int:
+    waits: dict[asyncio.Task[object], str] = {asyncio.create_task(stop.wait()): "signal"}
+    if userspace is not None:
+        waits[asyncio.create_task(userspace.wait())] = "wireguard-go"
+    if dead_after > 0:
+        waits[asyncio.create_task(_watch_peer(name, dead_after))] = "dead"
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    reason = waits[next(iter(done))]
+    if reason == "wireguard-go":
+        print(f"plexus-wg: wireguard-go exited with {userspace.returncode if userspace else '?'}", flush=True)
+        return 1
+    if reason == "dead":
+        print(f"plexus-wg: no handshake from the peer for {dead_after:.0f} s; stopping", flush=True)
+        return EXIT_DEAD_PEER
+    print(f"plexus-wg: stopping {name}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plexus.launch.wg_up", description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", required=True, help="wg setconf file (PrivateKey, ListenPort, [Peer] ...)")
+    parser.add_argument("--address", required=True, help="our tunnel address, e.g. 198.19.0.1")
+    parser.add_argument("--peer-address", required=True, help="the peer's tunnel address, e.g. 198.19.0.2")
+    parser.add_argument("--name", default=None, help="interface name (default plx<pid>)")
+    parser.add_argument("--mtu", type=int, default=1420)
+    parser.add_argument("--userspace", choices=["auto", "always", "never"], default="auto",
+                        help="use wireguard-go: when the kernel has no WireGuard (auto), always, or never")
+    parser.add_argument("--dead-after", type=float, default=0.0,
+                        help="exit 3 after this many seconds without a handshake from the peer (0 = never)")
+    args = parser.parse_args(argv)
+    if args.name is not None and not 1 <= len(args.name) <= 15:
+        parser.error("--name must be 1..15 characters")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
