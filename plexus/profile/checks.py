@@ -1,0 +1,176 @@
+"""Checks the schema cannot express: unique peer ids, what each authentication method needs, durations,
+endpoints, referenced files, certificates and the payload template. Each check looks only at values of the
+right type, so that a value the schema already rejected gives one problem, not two."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from plexus.profile.document import Document
+from plexus.profile.durations import parse_duration
+from plexus.profile.problems import FieldPath
+
+DURATIONS: tuple[tuple[FieldPath, bool], ...] = (  # path, may be zero
+    (("rendezvous", "timeout"), False), (("rendezvous", "max_age"), False), (("rendezvous", "skew"), True),
+    (("rendezvous", "email", "imap", "poll"), False), (("stun", "timeout"), False), (("stun", "rto"), False),
+    (("punch", "timeout"), False), (("punch", "interval"), False), (("payload", "restart_delay"), True),
+)
+SECRETS: tuple[FieldPath, ...] = (("rendezvous", "email", "password"), ("rendezvous", "psk"))
+
+
+def get(data: Any, path: FieldPath, kind: type | tuple[type, ...] = object) -> Any:
+    """The value at ``path`` if it is there and of ``kind``, else None."""
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(data, list) or part >= len(data):
+                return None
+        elif not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data if isinstance(data, kind) and not (kind is int and isinstance(data, bool)) else None
+
+
+def resolve_path(document: Document, path: FieldPath, text: str) -> Path:
+    """A path as written at ``path``: relative to the folder of the file it was written in."""
+    written = Path(text).expanduser()
+    return written if written.is_absolute() else document.file_of(path).parent / written
+
+
+def peers(data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, p) for i, p in enumerate(get(data, ("peers",), list) or []) if isinstance(p, dict)]
+
+
+def check_all(document: Document, *, base: bool = False) -> None:
+    check_ids(document)
+    check_durations(document)
+    check_endpoints(document)
+    check_secrets(document)
+    if not base:
+        check_authentication(document)
+        check_rendezvous(document)
+    from plexus.profile.files import check_files
+    from plexus.profile.templates import check_template
+
+    check_files(document)
+    if not base:
+        check_template(document)
+
+
+def check_ids(document: Document) -> None:
+    data = document.data
+    host_id = get(data, ("host", "id"), str)
+    first_seen: dict[str, int] = {}
+    for index, peer in peers(data):
+        peer_id = peer.get("id")
+        if not isinstance(peer_id, str):
+            continue
+        if peer_id == host_id:
+            document.problem(("peers", index, "id"), f"peer id '{peer_id}' is our own host.id",
+                             "a peer is another machine; give it its own id")
+        elif peer_id in first_seen:
+            document.problem(("peers", index, "id"), f"duplicate peer id '{peer_id}'",
+                             f"peers[{first_seen[peer_id]}] has it already; ids must be unique")
+        else:
+            first_seen[peer_id] = index
+
+
+def check_durations(document: Document) -> None:
+    for path, may_be_zero in DURATIONS:
+        value = get(document.data, path, (str, int, float))
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            continue  # the schema's pattern already said so
+        if seconds == 0 and not may_be_zero:
+            document.problem(path, "must be longer than 0", "e.g. 30s")
+
+
+def check_endpoints(document: Document) -> None:
+    from plexus.profile.model import Endpoint
+
+    data = document.data
+    single: list[tuple[FieldPath, str]] = []
+    for list_path in (("stun", "servers"), ("rendezvous", "dht", "bootstrap")):
+        for index, item in enumerate(get(data, list_path, list) or []):
+            if isinstance(item, str):
+                single.append(((*list_path, index), item))
+    bind = get(data, ("stun", "bind"), str)
+    if bind is not None:
+        single.append((("stun", "bind"), bind))
+    for path, text in single:
+        try:
+            endpoint = Endpoint.parse(text)
+        except ValueError as error:
+            document.problem(path, str(error).replace(repr(text) + ": ", ""))
+            continue
+        if endpoint.port == 0 and path != ("stun", "bind"):
+            document.problem(path, "port 0 is not a server port", "STUN listens on 3478")
+
+
+def check_secrets(document: Document) -> None:
+    for path in SECRETS:
+        value = get(document.data, path)
+        if isinstance(value, str) and value:
+            document.problem(path, "the secret is written inline in the profile",
+                             "use {env: NAME}, {file: path} or {command: [argv...]}", severity="warning")
+
+
+def check_authentication(document: Document) -> None:
+    data = document.data
+    method = get(data, ("rendezvous", "authentication"), str)
+    if method == "none":
+        document.problem(("rendezvous", "authentication"), "offers are neither signed nor encrypted",
+                         "anyone who can send mail to the mailbox can steer the connection; use smime or psk",
+                         severity="warning")
+    elif method == "psk" and get(data, ("rendezvous", "psk")) is None:
+        document.problem(("rendezvous", "psk"), "missing: authentication psk needs the pre-shared key",
+                         "add psk: {env: PLEXUS_PSK}")
+    elif method == "smime":
+        for name in ("certificate", "key"):
+            if get(data, ("rendezvous", "smime", name)) is None:
+                document.problem(("rendezvous", "smime", name), f"missing: authentication smime needs our {name}",
+                                 f"add smime: {{{name}: certs/{'me.crt' if name == 'certificate' else 'me.key'}}}")
+        if get(data, ("rendezvous", "smime", "ca")) is None:
+            for index, peer in peers(data):
+                if "certificate" not in peer:
+                    document.problem(("peers", index, "certificate"),
+                                     "missing: authentication smime needs the peer's certificate",
+                                     "add certificate: certs/PEER.crt, or rendezvous.smime.ca")
+
+
+def check_rendezvous(document: Document) -> None:
+    data = document.data
+    rendezvous = get(data, ("rendezvous",), dict)
+    if rendezvous is None:
+        return
+    if "email" not in rendezvous and "dht" not in rendezvous:
+        document.problem(("rendezvous",), "needs email or dht: how the peers exchange offers",
+                         "add email: {smtp: ..., imap: ..., password: ...}")
+    if get(rendezvous, ("email",), dict) is None:
+        return
+    if get(data, ("host", "address"), str) is None:
+        document.problem(("host", "address"), "missing: the email rendezvous needs our mailbox address",
+                         "add address: me@example.org")
+    for index, peer in peers(data):
+        if "address" not in peer:
+            document.problem(("peers", index, "address"), "missing: the email rendezvous needs the peer's "
+                             "mailbox address", "add address: peer@example.org")
+
+
+def readable_file(document: Document, path: FieldPath, text: str, what: str) -> Path | None:
+    """The file named at ``path`` if it can be read; else a problem and None."""
+    file = resolve_path(document, path, text)
+    if not file.exists():
+        document.problem(path, f"{what} {file} does not exist", "the path is relative to the profile's folder")
+        return None
+    if not file.is_file():
+        document.problem(path, f"{what} {file} is not a file")
+        return None
+    if not os.access(file, os.R_OK):
+        document.problem(path, f"{what} {file} is not readable", "check its owner and mode")
+        return None
+    return file
