@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -50,6 +51,11 @@ def _stun_settings(profile_name: str | None, servers: list[str], bind: str | Non
         raise NatError(f"--server: {error}", hint="write HOST:PORT, e.g. 198.18.0.10:3478") from None
     try:
         local = Endpoint.parse(bind, default_port=0) if bind else None
+        if local is not None:
+            try:
+                ipaddress.ip_address(local.host)  # never resolve a name here: bind takes a local address
+            except ValueError:
+                raise ValueError(f"{local.host!r} is not an IP address") from None
     except ValueError as error:
         raise NatError(f"--bind: {error}", hint="write IP:PORT, e.g. 0.0.0.0:40000") from None
     if base is None:
