@@ -246,7 +246,7 @@ async def test_garbage_is_ignored_then_a_good_answer_wins(client: StunClient, ki
 
 async def test_only_garbage_is_a_timeout_that_says_why(client: StunClient) -> None:
     responder = await start_responder(lambda r, req, addr: r.send(garbage_for(req)["wrong family"], addr))
-    with pytest.raises(NatError, match="ignored replies: .*unknown protocol"):
+    with pytest.raises(NatError, match=r"ignored replies: .*unknown protocol"):
         await client.binding(responder.address, deadline=0.1)
 
 
