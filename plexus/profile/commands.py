@@ -52,33 +52,42 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _print_validation(results: list[dict[str, Any]], quiet: bool) -> None:
-    from rich.text import Text
-
-    out, err = _console(), _console(stderr=True)
+    lines: list[tuple[str, str, str, bool]] = []  # location, rest, style, to stderr
     styles = {"error": "red", "warning": "yellow", "note": "cyan"}
     for result in results:
         if "error" in result:
-            err.print(Text(f"plexus: {result['error']}", style="red"))
+            lines.append(("", f"plexus: {result['error']}", "red", True))
         for problem in result["problems"]:
-            if quiet and not problem.is_error:
-                continue
-            line = Text(f"{problem.file}:{problem.line}:{problem.col}: ", style="bold")
-            line.append(_tail(problem), style=styles[problem.severity])
-            out.print(line)
-    if quiet:
+            if not (quiet and not problem.is_error):
+                lines.append((_location(problem), _tail(problem), styles[problem.severity], False))
+    if not quiet:
+        bad = sum(not r["valid"] for r in results)
+        bases = sum(bool(r["base"]) for r in results)
+        note = f" ({bases} checked as base profile{'s' if bases != 1 else ''}: need not be complete)" \
+            if bases else ""
+        count = f"{len(results)} profile{'s' if len(results) != 1 else ''}"
+        lines.append(("", f"plexus validate: {count}, {f'{bad} invalid' if bad else 'all valid'}{note}",
+                      "red" if bad else "green", True))
+    if not (sys.stdout.isatty() or sys.stderr.isatty()):  # no colours to show: skip importing rich
+        for location, rest, _, to_stderr in lines:
+            print(location + rest, file=sys.stderr if to_stderr else sys.stdout)
         return
-    bad = sum(not r["valid"] for r in results)
-    bases = sum(bool(r["base"]) for r in results)
-    note = f" ({bases} checked as base profile{'s' if bases != 1 else ''}: not required to be complete)" \
-        if bases else ""
-    summary = f"plexus validate: {len(results)} profile{'s' if len(results) != 1 else ''}, " + \
-        (f"{bad} invalid" if bad else "all valid") + note
-    err.print(Text(summary, style="red" if bad else "green"))
+    from rich.text import Text
+
+    out, err = _console(), _console(stderr=True)
+    for location, rest, style, to_stderr in lines:
+        text = Text(location, style="bold")
+        text.append(rest, style=style)
+        (err if to_stderr else out).print(text)
+
+
+def _location(problem: Any) -> str:
+    return f"{problem.file}:{problem.line}:{problem.col}: "
 
 
 def _tail(problem: Any) -> str:
     """The problem line after ``file:line:col: ``."""
-    return str(problem)[len(f"{problem.file}:{problem.line}:{problem.col}: "):]
+    return str(problem)[len(_location(problem)):]
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ Durations are seconds (float). Paths are absolute (the loader resolves them agai
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +94,8 @@ class SecretRef:
                 return Path(self.source).read_text().rstrip("\r\n")
             except OSError as error:
                 raise ProfileError(f"secret: cannot read {self.source}: {error.strerror}") from None
+        import subprocess  # only here: keeps `import plexus.profile` light for the CLI's startup
+
         argv = list(self.source)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
