@@ -134,9 +134,44 @@ async def test_unresolvable_name_is_named(coturn: tuple[str, int], monkeypatch: 
     assert found.server == Endpoint("localhost", coturn[1])
 
 
-def plexus_nat(*args: str) -> subprocess.CompletedProcess[str]:
+REPO = Path(__file__).parent.parent
+
+
+def plexus_nat(*args: str, profiles: Path | None = None) -> subprocess.CompletedProcess[str]:
+    search = str(profiles) if profiles else "/nonexistent"
     return subprocess.run([sys.executable, "-m", "plexus.cli", "nat", *args], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).parent.parent, env={**os.environ, "PLEXUS_PROFILE_PATH": ""})
+                          timeout=30, cwd=REPO, env={**os.environ, "PLEXUS_PROFILE_PATH": search})
+
+
+@pytest.fixture
+def profiles(tmp_path: Path, coturn: tuple[str, int]) -> Path:
+    """The example profiles, with their STUN servers pointed at the loopback coturn (laptop: one server;
+    mailbox-base, extended by home-server: an unanswering one first, then coturn)."""
+    shutil.copytree(REPO / "profiles" / "examples", tmp_path, dirs_exist_ok=True)
+    laptop = tmp_path / "laptop.yaml"
+    laptop.write_text(laptop.read_text().replace('servers: ["stun.example.org:3478"]',
+                                                 f'servers: ["{coturn[0]}:{coturn[1]}"]\n  rto: 50ms'))
+    base = tmp_path / "mailbox-base.yaml"
+    base.write_text(base.read_text().replace('servers: ["stun.example.org:3478", "stun2.example.org:3478"]',
+                                             f'servers: ["127.0.0.1:9", "{coturn[0]}:{coturn[1]}"]'))
+    return tmp_path
+
+
+def test_cli_takes_stun_settings_from_the_profile(profiles: Path) -> None:
+    done = plexus_nat("home-server", "--json", profiles=profiles)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["server"] == f"{PRIMARY[0]}:{PRIMARY[1]}"  # the silent 127.0.0.1:9 lost
+
+
+def test_cli_without_profile_uses_the_only_stun_setup(profiles: Path) -> None:
+    done = plexus_nat("--json", profiles=profiles)
+    assert done.returncode == NatError.exit_code
+    assert done.stderr == ("plexus: profiles home-server, laptop use different STUN settings (name one PROFILE, "
+                           "or give --server)\n")
+    (profiles / "home-server.yaml").unlink()
+    done = plexus_nat("--json", profiles=profiles)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["mapping"] == "none"
 
 
 def test_cli_json(coturn: tuple[str, int]) -> None:
@@ -163,9 +198,10 @@ def test_cli_table(coturn: tuple[str, int]) -> None:
     (["--server", "127.0.0.1:x"], "plexus: --server: '127.0.0.1:x': port must be a number"),
     (["--server", "127.0.0.1:9", "--bind", "nonsense:1"], "plexus: --bind: 'nonsense' is not an IP address"),
     ([], "plexus: no profile found to take the STUN servers from (give PROFILE or --server HOST:PORT)"),
+    (["nosuch"], "plexus: profile 'nosuch' not found"),
 ])
 def test_cli_errors_are_one_line(args: list[str], expected: str) -> None:
     done = plexus_nat(*args)
-    assert done.returncode == NatError.exit_code
+    assert done.returncode == (2 if args == ["nosuch"] else NatError.exit_code)
     assert done.stdout == ""
     assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import ipaddress
 import json
-import os
-from collections.abc import Callable
-from pathlib import Path
 
-from plexus.errors import NatError, PlexusError, ProfileError
+from plexus.errors import NatError, PlexusError
 from plexus.nat.behaviour import NatReport, full_report
 from plexus.nat.mapping import STILL_WORKS_MARK
-from plexus.profile.model import Endpoint, Profile, Stun
+from plexus.profile.model import Endpoint, Stun
 
 DEFAULT_STUN_PORT = 3478
 
@@ -42,50 +38,40 @@ def run_nat(args: argparse.Namespace) -> int:
 def _stun_settings(profile_name: str | None, servers: list[str], bind: str | None) -> Stun:
     base: Stun | None = None
     if profile_name:
-        base = _load_profile(profile_name).stun
+        from plexus.profile import load
+
+        base = load(profile_name).stun
     elif not servers:
         base = _the_only_stun_setup()
-    try:
-        endpoints = tuple(Endpoint.parse(text, default_port=DEFAULT_STUN_PORT) for text in servers)
-    except ValueError as error:
-        raise NatError(f"--server: {error}", hint="write HOST:PORT, e.g. 198.18.0.10:3478") from None
-    try:
-        local = Endpoint.parse(bind, default_port=0) if bind else None
-        if local is not None:
-            try:
-                ipaddress.ip_address(local.host)  # never resolve a name here: bind takes a local address
-            except ValueError:
-                raise ValueError(f"{local.host!r} is not an IP address") from None
-    except ValueError as error:
-        raise NatError(f"--bind: {error}", hint="write IP:PORT, e.g. 0.0.0.0:40000") from None
+    endpoints = tuple(_endpoint("--server", text, DEFAULT_STUN_PORT) for text in servers)
+    local = _endpoint("--bind", bind, 0, numeric=True) if bind else None
     if base is None:
         base = Stun(servers=endpoints)
     return Stun(servers=endpoints or base.servers, bind=local or base.bind, timeout=base.timeout, rto=base.rto)
 
 
-def _load_profile(name: str) -> Profile:
-    load: Callable[[str], Profile] | None = getattr(importlib.import_module("plexus.profile"), "load", None)
-    if load is None:
-        raise ProfileError(f"cannot load profile {name!r}: this build has no profile loader",
-                           hint="give the STUN server with --server HOST:PORT")
-    return load(name)
-
-
-def _search_dirs() -> list[Path]:
-    if os.environ.get("PLEXUS_PROFILE_PATH"):
-        return [Path(part) for part in os.environ["PLEXUS_PROFILE_PATH"].split(":") if part]
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return [Path("profiles"), config / "plexus" / "profiles", Path("/etc/plexus/profiles")]
+def _endpoint(option: str, text: str, default_port: int, *, numeric: bool = False) -> Endpoint:
+    hint = "write IP:PORT, e.g. 0.0.0.0:40000" if numeric else "write HOST:PORT, e.g. 198.18.0.10:3478"
+    try:
+        endpoint = Endpoint.parse(text, default_port=default_port)
+    except ValueError as error:
+        raise NatError(f"{option}: {error}", hint=hint) from None
+    if numeric:
+        try:
+            ipaddress.ip_address(endpoint.host)  # never resolve a name here: bind takes a local address
+        except ValueError:
+            raise NatError(f"{option}: {endpoint.host!r} is not an IP address", hint=hint) from None
+    return endpoint
 
 
 def _the_only_stun_setup() -> Stun:
-    """The STUN settings shared by every profile on the search path (bases that do not load are skipped)."""
-    files = sorted(path for directory in _search_dirs() if directory.is_dir()
-                   for path in directory.iterdir() if path.suffix in (".yaml", ".yml"))
+    """The STUN settings shared by every profile on the search path (bases and broken ones are skipped)."""
+    from plexus.profile import find_profiles, load
+
     setups: dict[Stun, list[str]] = {}
-    for path in files:
+    for path in find_profiles():
         try:
-            stun = _load_profile(str(path)).stun
+            stun = load(path).stun
         except PlexusError:
             continue
         setups.setdefault(stun, []).append(path.stem)
