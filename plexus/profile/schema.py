@@ -16,6 +16,7 @@ _PATTERN_WORDS = {
     "duration": "a duration like 500ms, 30s, 2m or 1h (or a number of seconds)",
     "endpoint": "host:port, e.g. stun.example.org:3478",
 }
+_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _TYPE_WORDS = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
                "object": "a mapping", "array": "a list", "null": "empty"}
 
@@ -90,6 +91,8 @@ def _did_you_mean(word: str, options: list[str]) -> str | None:
 
 
 def _pattern_words(schema: dict[str, Any], sub: dict[str, Any]) -> str:
+    if sub.get("pattern") == _ID_PATTERN:
+        return "an id of letters, digits, '.', '_' and '-'"
     for name, definition in schema.get("$defs", {}).items():
         if definition.get("pattern") == sub.get("pattern") and name in _PATTERN_WORDS:
             return _PATTERN_WORDS[name]
