@@ -5,6 +5,7 @@ right type, so that a value the schema already rejected gives one problem, not t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ DURATIONS: tuple[tuple[FieldPath, bool], ...] = (  # path, may be zero
     (("rendezvous", "email", "imap", "poll"), False), (("stun", "timeout"), False), (("stun", "rto"), False),
     (("punch", "timeout"), False), (("punch", "interval"), False), (("payload", "restart_delay"), True),
 )
+_ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$")  # as in the schema
 SECRETS: tuple[FieldPath, ...] = (("rendezvous", "email", "password"), ("rendezvous", "psk"))
 
 
@@ -102,6 +104,8 @@ def check_endpoints(document: Document) -> None:
     if bind is not None:
         single.append((("stun", "bind"), bind))
     for path, text in single:
+        if not _ENDPOINT.match(text):
+            continue  # the schema's pattern said so already
         try:
             endpoint = Endpoint.parse(text)
         except ValueError as error:

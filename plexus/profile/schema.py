@@ -50,8 +50,11 @@ def _report(document: Document, schema: dict[str, Any], error: Any) -> None:
             if key not in known:
                 document.problem((*path, key), f"unknown key '{key}'", _did_you_mean(key, known), key=True)
     elif kind == "required" and isinstance(instance, dict):
+        known = set(sub.get("properties", {}))
+        strays = [key for key in instance if key not in known]
         for name in value:
-            if name not in instance:
+            if name not in instance and not difflib.get_close_matches(name, strays, n=1, cutoff=0.6):
+                # (a misspelt key close to ``name`` already got "unknown key ... did you mean")
                 example = sub.get("properties", {}).get(name, {}).get("examples", [None])[0]
                 hint = f"add {name}: {_show(example)}" if example is not None else f"add {name}"
                 document.problem((*path, name), "missing", hint)

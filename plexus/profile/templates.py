@@ -7,6 +7,7 @@ read, which keeps ``plexus validate`` from importing jinja2 (startup time)."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,10 @@ def check_template(document: Document) -> None:
         if not lacking:
             continue
         if len(lacking) == max(len(entries), 1):  # nobody has it: one line, where common vars go
-            document.problem(("payload", "vars", need), f"template {name} needs variable '{need}'",
-                             f"it needs {wanted}; add {need}: ... under payload.vars")
+            close = difflib.get_close_matches(need, list(common), n=1, cutoff=0.6)
+            hint = f"you wrote '{close[0]}': did you mean '{need}'?" if close else \
+                f"it needs {wanted}; add {need}: ... under payload.vars"
+            document.problem(("payload", "vars", need), f"template {name} needs variable '{need}'", hint)
             continue
         for index, peer in lacking:
             has_vars = "vars" in peer
