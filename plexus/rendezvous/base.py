@@ -50,10 +50,42 @@ class Invite:
     endpoint: tuple[str, int]
     nat: str
     refusal: str | None = None  # the peer says it cannot punch (e.g. symmetric NAT); do not answer
+    exports: dict[str, str] = field(default_factory=dict)  # the peer's payload values
+    nonce: bytes = field(default=b"", repr=False)  # the invite's nonce (the answer refers to it)
+    key: bytes = field(default=b"", repr=False)  # the peer's ephemeral X25519 public key
 
 
 class PeerRefused(RendezvousError):
     """The peer answered that it cannot connect (e.g. its NAT is symmetric)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One raw document a carrier received for us (not yet authenticated)."""
+
+    data: bytes
+    origin: str  # where it came from, for log lines (e.g. "mail uid 17")
+
+
+class Carrier(Protocol):
+    """What moves documents: publish bytes to a peer, and receive the documents addressed to us. Knows nothing
+    of offers or authentication (an ``OfferExchange`` adds those), so a DHT carrier can replace the mailbox."""
+
+    async def __aenter__(self) -> Carrier: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def publish(self, peer: Peer, data: bytes, media_type: str) -> None:
+        """Deliver one document to the peer; RendezvousError when it cannot."""
+        ...
+
+    def documents(self) -> AsyncIterator[Document]:
+        """Documents addressed to us, oldest first, each once (runs until cancelled; reconnects inside)."""
+        ...
+
+    def expect_reply(self, within: float) -> None:
+        """A hint: an answer should arrive within ``within`` seconds, so look for it eagerly until then."""
+        ...
 
 
 class Exchange(Protocol):

@@ -1,0 +1,27 @@
+"""Rendezvous: exchange authenticated offers with a peer and derive the session secret.
+
+Layers (each replaceable): ``offer`` (the document) and ``auth`` (S/MIME, PSK HMAC, none) and ``secret`` (X25519
++ HKDF) know nothing of transports; a ``Carrier`` moves documents (``email_carrier``: SMTP + IMAP); an
+``OfferExchange`` (``exchange``) puts them together into the ``Exchange`` the pipeline uses.
+"""
+
+from __future__ import annotations
+
+from plexus.errors import ProfileError
+from plexus.profile.model import Profile
+from plexus.rendezvous.base import Agreement, Exchange, Invite, LocalOffer, PeerRefused
+from plexus.rendezvous.exchange import OfferExchange
+
+__all__ = ["Agreement", "Exchange", "Invite", "LocalOffer", "OfferExchange", "PeerRefused", "open_exchange"]
+
+
+def open_exchange(profile: Profile) -> OfferExchange:
+    """The exchange for the profile's rendezvous (email today). Use it as ``async with open_exchange(p) as x``."""
+    if profile.rendezvous.email is not None:
+        from plexus.rendezvous.email_carrier import EmailCarrier
+
+        return OfferExchange(profile, EmailCarrier(profile))
+    if profile.rendezvous.dht is not None:
+        raise ProfileError("rendezvous: the DHT carrier is not available in this build",
+                           hint="use rendezvous.email")
+    raise ProfileError("rendezvous: no carrier configured", hint="add rendezvous.email")

@@ -1,0 +1,209 @@
+"""``OfferExchange``: the rendezvous roles over any ``Carrier`` (mailbox today, DHT later).
+
+One receive task reads the carrier and only authenticates, checks and dispatches: an accept or refusal resolves
+the waiting ``invite()`` whose nonce it answers, an invite goes to the ``invites()`` queue. Per-peer work (STUN,
+answering, punching) runs in the caller's tasks, so one slow or broken peer never holds up the others. Every
+dropped document gives one log line on ``plexus.rendezvous``; nothing a sender does raises out of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from plexus.errors import RendezvousError
+from plexus.profile.model import Peer, Profile
+from plexus.rendezvous.auth import Authenticator, AuthError, authenticator_for
+from plexus.rendezvous.base import Agreement, Carrier, Document, Invite, LocalOffer, PeerRefused
+from plexus.rendezvous.freshness import Freshness
+from plexus.rendezvous.offer import Offer, OfferError
+from plexus.rendezvous.secret import Ephemeral, derive
+
+log = logging.getLogger("plexus.rendezvous")
+
+FAST_WINDOW = 5.0  # seconds after an invite during which the carrier looks for the answer eagerly
+MAX_QUEUED_INVITES = 256
+
+Trace = Callable[[str, Offer], None]  # ("sent" | "received", offer): for benchmarks and tests
+
+
+@dataclass
+class _Waiting:
+    peer: Peer
+    ephemeral: Ephemeral
+    future: asyncio.Future[Agreement]
+
+
+class OfferExchange:
+    """Implements ``plexus.rendezvous.base.Exchange``: authenticated offers over ``carrier``."""
+
+    def __init__(self, profile: Profile, carrier: Carrier, authenticator: Authenticator | None = None, *,
+                 trace: Trace | None = None) -> None:
+        self.profile = profile
+        self.carrier = carrier
+        self.authenticator = authenticator or authenticator_for(profile)
+        self._trace = trace
+        settings = profile.rendezvous
+        self.freshness = Freshness(settings.max_age, settings.skew)
+        self._waiting: dict[bytes, _Waiting] = {}
+        self._invites: asyncio.Queue[Invite | BaseException] = asyncio.Queue(MAX_QUEUED_INVITES)
+        self._receiver: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> OfferExchange:
+        await self.carrier.__aenter__()
+        self.freshness.started = time.time()
+        self._receiver = asyncio.create_task(self._receive(), name="plexus-rendezvous-receive")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._receiver
+        await self.carrier.__aexit__(*exc)
+
+    # -- initiator ---------------------------------------------------------------------------------------------
+
+    async def invite(self, peer: Peer, local: LocalOffer) -> Agreement:
+        timeout = self.profile.rendezvous.timeout
+        ephemeral = Ephemeral()
+        offer = self._offer("invite", peer, local, ephemeral)
+        waiting = _Waiting(peer, ephemeral, asyncio.get_running_loop().create_future())
+        self._waiting[offer.nonce] = waiting
+        try:
+            self.carrier.expect_reply(min(timeout, FAST_WINDOW))
+            await self._send(peer, offer)
+            return await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
+        except TimeoutError:
+            raise RendezvousError(f"peer {peer.id!r} did not answer within {timeout:g} s",
+                                  hint="is plexus running on the peer, with this host among its peers?") from None
+        finally:
+            self._waiting.pop(offer.nonce, None)
+
+    async def notify_refusal(self, peer: Peer, reason: str) -> None:
+        await self._send(peer, self._refusal(peer, reason, None))
+
+    # -- acceptor ----------------------------------------------------------------------------------------------
+
+    async def invites(self) -> AsyncIterator[Invite]:
+        while True:
+            item = await self._invites.get()
+            if isinstance(item, BaseException):
+                self._invites.put_nowait(item)  # every later reader fails the same way
+                raise item
+            yield item
+
+    async def answer(self, invite: Invite, local: LocalOffer) -> Agreement:
+        ephemeral = Ephemeral()
+        try:
+            shared = ephemeral.shared(invite.key)
+        except ValueError:
+            raise RendezvousError(f"peer {invite.peer.id!r} sent an unusable key") from None
+        offer = self._offer("accept", invite.peer, local, ephemeral, reply_to=invite.nonce)
+        keys = derive(shared, invite.nonce, offer.nonce, invite.peer.id, self.profile.host.id)
+        await self._send(invite.peer, offer)
+        return Agreement(invite.peer, "accept", invite.endpoint, invite.nat, dict(invite.exports), keys.secret,
+                         keys.session_id)
+
+    async def refuse(self, invite: Invite, reason: str) -> None:
+        await self._send(invite.peer, self._refusal(invite.peer, reason, invite.nonce))
+
+    # -- sending -----------------------------------------------------------------------------------------------
+
+    def _offer(self, kind: str, peer: Peer, local: LocalOffer, ephemeral: Ephemeral,
+               reply_to: bytes | None = None) -> Offer:
+        return Offer(kind=kind, sender=self.profile.host.id, recipient=peer.id,  # type: ignore[arg-type]
+                     nonce=Offer.new_nonce(), time=time.time(), endpoint=local.endpoint, nat=local.nat,
+                     key=ephemeral.public, exports=dict(local.exports), reply_to=reply_to)
+
+    def _refusal(self, peer: Peer, reason: str, reply_to: bytes | None) -> Offer:
+        return Offer(kind="refuse", sender=self.profile.host.id, recipient=peer.id, nonce=Offer.new_nonce(),
+                     time=time.time(), reply_to=reply_to, reason=reason[:500])
+
+    async def _send(self, peer: Peer, offer: Offer) -> None:
+        try:
+            document = self.authenticator.seal(offer.encode(), peer)
+        except (AuthError, OfferError) as error:
+            raise RendezvousError(f"cannot send the {offer.kind} to {peer.id!r}: {error}") from None
+        await self.carrier.publish(peer, document, self.authenticator.media_type)
+        if self._trace:
+            self._trace("sent", offer)
+
+    # -- receiving ---------------------------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        try:
+            async for document in self.carrier.documents():
+                self.dispatch(document)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the carrier gave up: everybody waiting learns why
+            failure = error if isinstance(error, RendezvousError) else RendezvousError(
+                f"rendezvous receiver failed: {type(error).__name__}: {error}")
+            for waiting in self._waiting.values():
+                if not waiting.future.done():
+                    waiting.future.set_exception(failure)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._invites.put_nowait(failure)
+
+    def dispatch(self, document: Document) -> None:
+        """Authenticate, check and route one received document; drops it with one log line when it fails."""
+        try:
+            self._dispatch(document)
+        except Exception as error:  # a bug must not end the receive loop either
+            log.error("rendezvous: dropped %s: unexpected %s: %s", document.origin, type(error).__name__, error)
+
+    def _dispatch(self, document: Document) -> None:
+        def drop(reason: str) -> None:
+            log.warning("rendezvous: dropped %s: %s", document.origin, reason)
+
+        try:
+            opened = self.authenticator.open(document.data)
+            offer = Offer.decode(opened.offer)
+        except (AuthError, OfferError) as error:
+            return drop(str(error))
+        if offer.recipient != self.profile.host.id:
+            return drop(f"{offer.kind} addressed to {offer.recipient!r}, not to us ({self.profile.host.id!r})")
+        peer = self.profile.peer(offer.sender)
+        if peer is None:
+            return drop(f"{offer.kind} from unknown sender {offer.sender!r} (not among our peers)")
+        if not self.authenticator.vouch(opened, peer):
+            return drop(f"{offer.kind} claims to be from {peer.id!r} but is not signed by its certificate")
+        reason = self.freshness.check(offer)
+        if reason:
+            return drop(f"{offer.kind} from {peer.id!r}: {reason}")
+        if self._trace:
+            self._trace("received", offer)
+        if offer.kind == "invite" or (offer.kind == "refuse" and offer.reply_to is None):
+            return self._queue_invite(peer, offer, drop)
+        waiting = self._waiting.get(offer.reply_to or b"")
+        if waiting is None or waiting.peer.id != peer.id or waiting.future.done():
+            return drop(f"{offer.kind} from {peer.id!r} answers no invite we are waiting for")
+        if offer.kind == "refuse":
+            waiting.future.set_exception(PeerRefused(f"peer {peer.id!r} refused: {offer.reason}"))
+            return None
+        assert offer.key is not None and offer.endpoint is not None and offer.nat is not None
+        try:
+            shared = waiting.ephemeral.shared(offer.key)
+        except ValueError:
+            return drop(f"accept from {peer.id!r} carries an unusable key")
+        keys = derive(shared, offer.reply_to or b"", offer.nonce, self.profile.host.id, peer.id)
+        waiting.future.set_result(Agreement(peer, "initiate", offer.endpoint, offer.nat, dict(offer.exports),
+                                            keys.secret, keys.session_id))
+        return None
+
+    def _queue_invite(self, peer: Peer, offer: Offer, drop: Callable[[str], None]) -> None:
+        if offer.kind == "invite":
+            assert offer.key is not None and offer.endpoint is not None and offer.nat is not None
+            invite = Invite(peer, offer.endpoint, offer.nat, exports=dict(offer.exports), nonce=offer.nonce,
+                            key=offer.key)
+        else:
+            invite = Invite(peer, ("0.0.0.0", 0), "", refusal=offer.reason, nonce=offer.nonce)
+        try:
+            self._invites.put_nowait(invite)
+        except asyncio.QueueFull:
+            drop(f"invite from {peer.id!r}: {MAX_QUEUED_INVITES} invites already wait to be answered")

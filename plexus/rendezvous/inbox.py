@@ -1,0 +1,332 @@
+"""Receive offer mails with aioimaplib: search only plexus mail, fetch it without setting \\Seen, hand it over,
+then flag and expunge exactly those UIDs. Other mail is never fetched, flagged, moved or deleted.
+
+Waiting: IMAP IDLE when the server offers it and the profile allows it, else NOOP polling at ``imap.poll``.
+While an answer is expected soon (``expect_reply``) the inbox polls with NOOP every ``FAST_INTERVAL`` instead:
+dovecot batches IDLE notifications on a ~0.5 s cycle, a NOOP sees a delivered mail at once (see
+benchmarks/rendezvous_latency.py for the figures). A dropped connection is reopened with bounded exponential
+backoff; a refused login is fatal (retrying a wrong password helps nobody).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+import aioimaplib
+
+from plexus.errors import RendezvousError
+from plexus.profile.model import EmailRendezvous
+from plexus.rendezvous.base import Document
+from plexus.rendezvous.mail import (
+    MAX_MAIL_BYTES,
+    OFFER_HEADER,
+    RECIPIENT_HEADER,
+    describe_failure,
+    extract_document,
+    parse_headers,
+    tls_context,
+)
+
+log = logging.getLogger("plexus.rendezvous")
+
+FAST_INTERVAL = 0.025  # NOOP cadence while an answer is expected
+COMMAND_TIMEOUT = 15.0
+IDLE_REFRESH = 600.0  # re-issue IDLE well before the 30-minute server limit
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+GIVE_UP_AFTER = 600.0  # consecutive seconds without a working connection
+NETWORK_ERRORS = (OSError, TimeoutError, aioimaplib.AioImapException)
+T = TypeVar("T")
+
+
+class ConnectionLost(Exception):
+    """The server closed the connection (e.g. it restarted)."""
+
+
+class LoginRefused(RendezvousError):
+    pass
+
+
+class Inbox:
+    """One IMAP connection to our mailbox folder, reopened when it drops. Use ``documents()`` from one task."""
+
+    def __init__(self, config: EmailRendezvous, password: str, our_id: str, *, fast_interval: float = FAST_INTERVAL,
+                 steady_poll: float | None = None) -> None:
+        self._config = config
+        self._password = password
+        self._our_id = our_id
+        self._context = tls_context(config.ca)
+        self._fast_interval = fast_interval
+        self._steady_poll = steady_poll  # NOOP cadence instead of IDLE in the long wait (None: IDLE if offered)
+        self._client: aioimaplib.IMAP4 | None = None
+        self._lost = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._fast_until = 0.0
+        self._next_uid = 1
+        self._collected: list[int] = []  # UIDs of our offer mails handed over, to delete
+        self._uidvalidity: int | None = None
+        self.idle = False  # the server offers IDLE and the profile allows it
+        self.uidplus = False
+
+    def expect_reply(self, within: float) -> None:
+        self._fast_until = max(self._fast_until, time.monotonic() + within)
+        self._wake.set()
+
+    async def open(self) -> None:
+        """Connect, log in, select the folder; RendezvousError (one line) when that fails."""
+        server = self._config.imap
+        self._lost.clear()
+        client = aioimaplib.IMAP4(server.host, server.port, timeout=COMMAND_TIMEOUT,
+                                  conn_lost_cb=lambda _error: self._lost.set(),
+                                  ssl_context=self._context if server.tls == "implicit" else None)
+        self._client = client
+        try:
+            await client.wait_hello_from_server()
+            if server.tls == "starttls":
+                await self._starttls(client)
+            response = await client.login(self._config.login, self._password)
+            if response.result != "OK":
+                raise LoginRefused(f"IMAP server {server.host}:{server.port} rejected the login "
+                                   f"{self._config.login!r}", hint="check rendezvous.email.login and password")
+            await asyncio.wait_for(client.protocol.capability(), COMMAND_TIMEOUT)  # may differ after login
+            response = await client.select(self._config.folder)
+            if response.result != "OK":
+                raise RendezvousError(f"IMAP folder {self._config.folder!r} cannot be selected: "
+                                      f"{_text(response.lines)}", hint="check rendezvous.email.folder")
+        except RendezvousError:
+            await self.close()
+            raise
+        except (*NETWORK_ERRORS, ConnectionLost) as error:
+            await self.close()
+            raise RendezvousError(describe_failure(server, "IMAP", error),
+                                  hint="check the imap host, port and tls, and rendezvous.email.ca") from None
+        uidvalidity = _number(rb"UIDVALIDITY (\d+)", response.lines)
+        if uidvalidity != self._uidvalidity:  # a new (or recreated) folder: look at all of its plexus mail
+            self._uidvalidity, self._next_uid = uidvalidity, 1
+        self.idle = server.idle and client.has_capability("IDLE")
+        self.uidplus = client.has_capability("UIDPLUS")
+
+    async def _starttls(self, client: aioimaplib.IMAP4) -> None:
+        # aioimaplib has no STARTTLS helper: send the command, then upgrade the transport in place
+        protocol = client.protocol
+        if "STARTTLS" not in protocol.capabilities:
+            raise RendezvousError(f"IMAP server {self._config.imap.host}:{self._config.imap.port} does not offer "
+                                  "STARTTLS", hint="use tls: implicit (port 993)")
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await asyncio.wait_for(protocol.execute(command), COMMAND_TIMEOUT)
+        if response.result != "OK":
+            raise RendezvousError(f"IMAP STARTTLS refused: {_text(response.lines)}")
+        loop = asyncio.get_running_loop()
+        protocol.transport = await loop.start_tls(protocol.transport, protocol, self._context,
+                                                  server_hostname=self._config.imap.host)
+        await asyncio.wait_for(protocol.capability(), COMMAND_TIMEOUT)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            if client.has_pending_idle():
+                client.idle_done()
+            if not self._lost.is_set() and client.get_state() in ("AUTH", "SELECTED"):
+                await asyncio.wait_for(client.logout(), 2.0)
+        with contextlib.suppress(Exception):
+            if client.protocol.transport is not None:
+                client.protocol.transport.close()
+
+    async def documents(self) -> AsyncIterator[Document]:
+        """Offer documents addressed to us, as they arrive; reconnects inside, forever (or until cancelled)."""
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                if self._client is None:
+                    await self.open()
+                    if failing_since is not None:
+                        log.info("rendezvous: mailbox connection restored")
+                    failing_since, attempt = None, 0
+                while True:
+                    for document in await self._collect():
+                        yield document
+                    await self._delete_collected()
+                    await self._wait_for_news()
+            except LoginRefused:
+                raise
+            except (*NETWORK_ERRORS, ConnectionLost, RendezvousError) as error:
+                await self.close()
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since > GIVE_UP_AFTER:
+                    raise RendezvousError(f"mailbox unreachable for {GIVE_UP_AFTER:.0f} s: {error}") from None
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt)
+                attempt += 1
+                log.warning("rendezvous: mailbox connection lost (%s); reconnecting in %.1f s",
+                            _one_line(error), delay)
+                await asyncio.sleep(delay)
+
+    async def _call(self, operation: Awaitable[T]) -> T:
+        """Run one IMAP command, failing at once (not after the command timeout) when the connection drops."""
+        task = asyncio.ensure_future(operation)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not task.done():
+            task.cancel()
+            raise ConnectionLost("the server closed the connection")
+        return task.result()
+
+    async def _collect(self) -> list[Document]:
+        """Fetch the new plexus mails addressed to us; remember their UIDs for deletion."""
+        assert self._client is not None
+        client = self._client
+        self._collected = []
+        response = await self._call(client.uid_search(f"UID {self._next_uid}:*", "HEADER", OFFER_HEADER, '""',
+                                                      charset=None))
+        uids = sorted(uid for uid in _search_uids(response.lines) if uid >= self._next_uid)
+        if not uids:
+            return []
+        response = await self._call(client.uid("fetch", ",".join(map(str, uids)),
+                                               f"(UID RFC822.SIZE BODY.PEEK[]<0.{MAX_MAIL_BYTES}>)"))
+        documents = []
+        for uid, size, data in _fetched(response.lines):
+            if uid not in uids:
+                continue
+            ours, document = self._document(uid, size, data)
+            if ours:
+                self._collected.append(uid)
+            if document is not None:
+                documents.append(document)
+        self._next_uid = max(uids) + 1
+        return documents
+
+    def _document(self, uid: int, size: int, data: bytes) -> tuple[bool, Document | None]:
+        """(addressed to us?, its offer document or None when it has none we can use)."""
+        headers = parse_headers(data)
+        recipient = (headers.get(RECIPIENT_HEADER) or "").strip()
+        if recipient != self._our_id:
+            log.debug("rendezvous: mail uid %d is for %r, not us; left alone", uid, recipient)
+            return False, None
+        origin = f"mail uid {uid} from {_one_line(headers.get('From') or '?')[:80]}"
+        if size > MAX_MAIL_BYTES:
+            log.warning("rendezvous: dropped %s: %d bytes, larger than %d", origin, size, MAX_MAIL_BYTES)
+            return True, None
+        try:
+            return True, Document(extract_document(data), origin)
+        except (ValueError, LookupError) as error:
+            log.warning("rendezvous: dropped %s: %s", origin, _one_line(error))
+            return True, None
+
+    async def _delete_collected(self) -> None:
+        """Flag and expunge the processed offer mails, by UID only (UID EXPUNGE needs UIDPLUS; without it
+        they stay flagged \\Deleted: a plain EXPUNGE could remove other mail the user flagged)."""
+        if not self._collected or self._client is None:
+            return
+        uid_set = ",".join(map(str, self._collected))
+        await self._call(self._client.uid("store", uid_set, "+FLAGS.SILENT", r"(\Deleted)"))
+        if self.uidplus:
+            await self._call(self._client.uid("expunge", uid_set))
+        self._collected = []
+
+    async def _wait_for_news(self) -> None:
+        assert self._client is not None
+        self._wake.clear()
+        if time.monotonic() < self._fast_until:
+            await self._sleep(self._fast_interval, wake=False)
+        elif self._steady_poll is not None and self._steady_poll < self._config.imap.poll:
+            await self._sleep(self._steady_poll, wake=True)
+        elif self.idle:
+            await self._idle(self._client)
+            return
+        else:
+            await self._sleep(self._config.imap.poll, wake=True)
+        await self._call(self._client.noop())
+
+    async def _sleep(self, seconds: float, *, wake: bool) -> None:
+        waiters = {asyncio.ensure_future(self._lost.wait())}
+        if wake:
+            waiters.add(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._lost.is_set():
+            raise ConnectionLost("the server closed the connection")
+
+    async def _idle(self, client: aioimaplib.IMAP4) -> None:
+        """IDLE until the server reports a change, an answer becomes expected, or the refresh time is up."""
+        idle = await self._call(client.idle_start(timeout=IDLE_REFRESH))
+        push = asyncio.ensure_future(client.wait_server_push(timeout=IDLE_REFRESH + 10))
+        wake = asyncio.ensure_future(self._wake.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({push, wake, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (push, wake, lost):
+                waiter.cancel()
+        if self._lost.is_set():
+            idle.cancel()
+            raise ConnectionLost("the server closed the connection")
+        client.idle_done()
+        await self._call(asyncio.wait_for(idle, COMMAND_TIMEOUT))
+        while not client.protocol.idle_queue.empty():  # notifications that arrived before DONE
+            client.protocol.idle_queue.get_nowait()
+
+
+def _text(lines: list[bytes | bytearray]) -> str:
+    return " ".join(bytes(line).decode(errors="replace") for line in lines if isinstance(line, bytes))[:200]
+
+
+def _one_line(value: object) -> str:
+    text = str(value).replace("\r", " ").replace("\n", " ").strip()
+    return text or type(value).__name__
+
+
+def _number(pattern: bytes, lines: list[bytes | bytearray]) -> int | None:
+    for line in lines:
+        match = re.search(pattern, bytes(line))
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _search_uids(lines: list[bytes | bytearray]) -> list[int]:
+    uids: list[int] = []
+    for line in lines:
+        if bytes(line).startswith(b"SEARCH"):
+            uids.extend(int(token) for token in bytes(line).split()[1:] if token.isdigit())
+    return uids
+
+
+_FETCH_START = re.compile(rb"^\d+ FETCH \(")
+
+
+def _fetched(lines: list[bytes | bytearray]) -> list[tuple[int, int, bytes]]:
+    """(uid, size, body bytes) per message of a UID FETCH response (literals arrive as bytearray lines)."""
+    messages: list[tuple[int, int, bytes]] = []
+    text, body = b"", b""
+
+    def finish() -> None:
+        uid, size = _number(rb"UID (\d+)", [text]), _number(rb"RFC822\.SIZE (\d+)", [text])
+        if uid is not None and size is not None:
+            messages.append((uid, size, body))
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            body = bytes(line)
+        elif _FETCH_START.match(line):
+            if text:
+                finish()
+            text, body = line, b""
+        elif text:
+            text += b" " + line
+    if text:
+        finish()
+    return messages
