@@ -1,0 +1,111 @@
+"""``plexus lab up|down|status|exec``: a thin shell over ``plexus.lab.Lab``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from plexus.errors import LabError
+from plexus.lab import system
+from plexus.lab.lab import Lab
+from plexus.lab.topology import SITES
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    command = getattr(args, "lab_command", None)
+    if command == "up":
+        return _up(args)
+    if command == "down":
+        return _down()
+    if command == "status":
+        return _status(args)
+    if command == "exec":
+        return _exec(args)
+    if command == "demo":
+        raise LabError("plexus lab demo is not yet implemented", hint="use plexus lab up and plexus lab exec")
+    raise LabError("which lab command?", hint="plexus lab up | down | status | exec SITE -- COMMAND")
+
+
+def _up(args: argparse.Namespace) -> int:
+    lab = Lab()
+    if not args.force and lab.state.exists() and lab.is_up():
+        print(f"lab {lab.name!r} is already up (plexus lab status; plexus lab up --force rebuilds it)")
+        return 0
+    nat = {site: getattr(args, f"nat_{site}") for site in SITES if getattr(args, f"nat_{site}", None)}
+    started = time.monotonic()
+    lab = Lab.up(nat=nat, path_length=args.path_length, loss_pct=args.loss, delay_ms=args.delay,
+                 force=args.force)
+    elapsed = time.monotonic() - started
+    topology = lab.topology
+    print(f"lab {lab.name!r} up in {elapsed:.2f} s: STUN {lab.stun_primary[0]}:{lab.stun_primary[1]} + "
+          f"{lab.stun_alternate[0]}:{lab.stun_alternate[1]}, mail {lab.mail_host} (IMAPS 993, SMTPS 465, "
+          f"submission 587), {topology.path_length} routers between the NATs")
+    for site in SITES:
+        print(f"  site {site}: {lab.user(site)} {lab.host_address(site)} behind NAT {lab.nat(site)} "
+              f"({lab.public_address(site)}), profiles in {lab.profile_dir(site)}")
+    print("try: plexus lab exec b -- plexus up alice   and   plexus lab exec a -- plexus up bob")
+    return 0
+
+
+def _down() -> int:
+    system.check_host()
+    lab = Lab()
+    if not lab.state.exists():
+        print(f"lab {lab.name!r} is not up; nothing to remove")
+        return 0
+    started = time.monotonic()
+    lab.down()
+    print(f"lab {lab.name!r} removed in {time.monotonic() - started:.2f} s")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    lab = Lab()
+    status = lab.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0 if status["up"] else 1
+    if not lab.state.exists():
+        print(f"lab {lab.name!r}: down")
+        return 1
+    _print_status(status)
+    return 0 if status["up"] else 1
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    state = "up" if status["up"] else "BROKEN (plexus lab down, then up)"
+    print(f"lab {status['name']!r}: {state}; state in {status['state_dir']}")
+    print(f"  namespaces: {len(status['namespaces'])} ({', '.join(status['namespaces'])})")
+    for label, daemon in status["daemons"].items():
+        print(f"  {label}: pid {daemon['pid']} {'running' if daemon['alive'] else 'DEAD'}")
+    print(f"  STUN: {', '.join(status['stun'])}; mail: {status['mail']['host']} "
+          f"(no IDLE: {status['mail']['no_idle_host']}), domain {status['mail']['domain']}")
+    netem = status["netem"]
+    print(f"  path: {status['path_length']} routers between NATs; netem loss {netem['loss_pct']:g}% "
+          f"delay {netem['delay_ms']:g} ms")
+    for site, info in status["sites"].items():
+        print(f"  site {site}: {info['user']} {info['host']} NAT {info['nat']} -> {info['public']}; "
+              f"profiles {info['profiles']}")
+    if status["processes"]:
+        print(f"  {status['processes']} process(es) started in the lab (stopped by plexus lab down)")
+
+
+def _exec(args: argparse.Namespace) -> int:
+    system.check_host()
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise LabError("no command given", hint=f"plexus lab exec {args.site} -- COMMAND...")
+    lab = Lab()
+    if not lab.is_up():
+        raise LabError(f"lab {lab.name!r} is not up", hint="plexus lab up")
+    command = lab.command(args.site, argv)
+    try:
+        os.execvpe(command[0], command, lab.env(args.site))
+    except OSError as error:
+        raise LabError(f"cannot run {argv[0]}: {error.strerror}") from None
+    return 127  # not reached

@@ -1,0 +1,94 @@
+"""Start the lab's daemons in a namespace, record their PIDs, wait until they answer, and stop them.
+
+Daemons in ``srv`` run inside a private mount namespace (``ip netns exec`` makes one) where a few system paths
+are covered, so that several labs can run at once and the machine's own config is never used or touched:
+
+- /etc/resolv.conf and /etc/hosts: the lab's own (OpenSMTPD reverse-resolves every client; with the host's
+  resolver, unreachable from the lab, each connection stalls for seconds).
+- /run and /var/spool: private tmpfs (OpenSMTPD's control socket /run/smtpd.sock and queue /var/spool/smtpd
+  are fixed paths); the lab's state directory is bound back into the new /run so its files stay reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from plexus.errors import LabError
+from plexus.lab import system
+from plexus.lab.state import LabState
+
+_PRIVATE_MOUNTS = """\
+set -e
+cd "$LAB_STATE"
+mount --bind etc/resolv.conf /etc/resolv.conf
+mount --bind etc/hosts /etc/hosts
+mount -t tmpfs -o mode=0755 plexus-lab /var/spool
+mount -t tmpfs -o mode=0755 plexus-lab /run
+mkdir -p "$LAB_STATE"
+# -c: pass "." unresolved, so it is the state directory we are in, now hidden under the new /run
+mount -c --bind . "$LAB_STATE"
+cd /
+exec "$@"
+"""
+
+
+def start(state: LabState, namespace: str, label: str, argv: Sequence[str], *, private_mounts: bool = False,
+          env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` (a foreground daemon) in ``namespace``; its PID (the daemon's own: ip netns exec and sh
+    exec into it) is recorded as ``label``; output goes to ``log/<label>.out``."""
+    command = ["ip", "netns", "exec", namespace]
+    if private_mounts:
+        command += ["sh", "-c", _PRIVATE_MOUNTS, label]
+    command += list(argv)
+    with (state.logs / f"{label}.out").open("ab") as log:
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True,
+                                       env={**os.environ, **(env or {}), "LAB_STATE": str(state.dir)})
+        except OSError as error:
+            raise LabError(f"cannot start {argv[0]}: {error.strerror}") from None
+    state.record_pid(label, process.pid)
+    return process.pid
+
+
+def wait_until(check: Callable[[], bool], what: str, state: LabState, *, timeout: float = 5.0,
+               pids: Sequence[int] = ()) -> None:
+    """Poll ``check`` (bounded) until it is true; a daemon that died or a timeout is a LabError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for pid in pids:
+            if not system.alive(pid):
+                raise LabError(f"{what} exited during start", hint=f"see {state.logs}")
+        time.sleep(0.02)
+    raise LabError(f"{what} did not come up within {timeout:g} s", hint=f"see {state.logs}")
+
+
+def tcp_ready(namespace: str, endpoints: Sequence[tuple[str, int]]) -> bool:
+    """True when every endpoint accepts a TCP connection from inside ``namespace``."""
+    def probe() -> bool:
+        for endpoint in endpoints:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
+                probe_socket.settimeout(0.2)
+                try:
+                    probe_socket.connect(endpoint)
+                except OSError:
+                    return False
+        return True
+
+    return system.in_netns(namespace, probe)
+
+
+def stop(state: LabState, labels: Sequence[str], *, grace: float = 0.3) -> None:
+    """Stop the recorded daemons ``labels`` and their children: SIGTERM, a short wait, then SIGKILL."""
+    pids = state.pids()
+    chosen = [pids[label] for label in labels if label in pids]
+    system.stop_pids(system.with_descendants(chosen), grace=grace)
+    for label in labels:
+        state.forget_pid(label)
+

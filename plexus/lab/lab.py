@@ -1,0 +1,285 @@
+"""``Lab``: build, use and remove one named lab instance. The CLI (``plexus lab``) and the test fixtures both
+drive this class.
+
+    lab = Lab.up("mylab")                      # or Lab("mylab") to attach to a running one
+    lab.run("a", ["ping", "-c1", lab.stun_primary[0]])
+    with lab.spawn("b", ["plexus", "up", "alice"]) as process: ...
+    lab.set_nat("a", "eim-bare"); lab.set_netem(loss_pct=5, delay_ms=20); lab.restart_mail()
+    lab.down()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from plexus.errors import LabError
+from plexus.lab import mail, network, pki, profiles, stun, system
+from plexus.lab.state import LabState, lab_name
+from plexus.lab.topology import (
+    MAIL_DOMAIN,
+    MAIL_HOST,
+    MAIL_HOST_NO_IDLE,
+    NAT_KINDS,
+    SITE_USERS,
+    SITES,
+    STUN_ALTERNATE,
+    STUN_PRIMARY,
+    NatKind,
+    Topology,
+    host_address,
+    nat_outside_address,
+)
+
+DAEMON_LABELS = ("turnserver", "dovecot", "smtpd")
+Site = str  # "a", "b", "c" or "srv"
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class Lab:
+    """One lab instance, named (``PLEXUS_LAB_NAME`` or ``plexus``); its namespaces are ``<name>-<site>``."""
+
+    stun_primary = STUN_PRIMARY
+    stun_alternate = STUN_ALTERNATE
+    mail_host = MAIL_HOST
+    mail_host_no_idle = MAIL_HOST_NO_IDLE
+    mail_domain = MAIL_DOMAIN
+    sites = SITES
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = lab_name(name)
+        self.state = LabState(self.name)
+        self._config: dict[str, Any] | None = None
+
+    # lifecycle ------------------------------------------------------------------------------------------
+    @classmethod
+    def up(cls, name: str | None = None, *, nat: Mapping[str, NatKind] | None = None, path_length: int = 3,
+           loss_pct: float = 0.0, delay_ms: float = 0.0, force: bool = False) -> Lab:
+        """Build the lab and start its servers. An existing complete lab is kept (``force`` rebuilds it); a
+        half-built one is removed first. Any failure removes what was built and raises LabError."""
+        system.check_host()
+        lab = cls(name)
+        if lab.is_up() and not force:
+            return lab
+        if lab.state.exists() or force:
+            lab.down()
+        try:
+            topology = Topology(lab.name, path_length, {**Topology(lab.name).nat, **(nat or {})})
+        except ValueError as error:
+            raise LabError(str(error)) from None
+        lab._config = {"name": lab.name, "path_length": path_length, "nat": dict(topology.nat),
+                       "netem": {"loss_pct": loss_pct, "delay_ms": delay_ms}, "complete": False}
+        try:
+            lab.state.create()
+            lab.state.save_config(lab._config)
+            passwords = {user: lab.state.make_password(user) for user in SITE_USERS.values()}
+            with ThreadPoolExecutor(1) as pool:  # key generation overlaps with building the network
+                made = pool.submit(pki.make_pki, lab.state.pki, lab=lab.name, users=list(passwords),
+                                   domain=MAIL_DOMAIN, server_name=f"mail.{MAIL_DOMAIN}",
+                                   server_ips=[MAIL_HOST, MAIL_HOST_NO_IDLE])
+                network.build(topology, lab.state)
+                made.result()
+            profiles.write_site_profiles(topology, lab.state)
+            mail.write_config(topology, lab.state, passwords)
+            stun.start(topology, lab.state, wait=False)
+            mail.start(topology, lab.state)
+            stun.wait_ready(topology, lab.state)
+            if loss_pct or delay_ms:
+                network.set_netem(topology, loss_pct, delay_ms)
+        except BaseException:
+            lab.down()
+            raise
+        lab._config["complete"] = True
+        lab.state.save_config(lab._config)
+        return lab
+
+    def down(self) -> None:
+        """Stop every process of the lab (recorded PIDs, then anything left in its namespaces), delete the
+        namespaces and the state directory. Works on half-built labs; a lab that is not there is fine."""
+        pids = list(self.state.pids().values())
+        system.stop_pids(system.with_descendants(pids), grace=0.3)
+        network.destroy(self.state)
+        self.state.remove()
+        self._config = None
+
+    def is_up(self) -> bool:
+        """True when this lab was completely built and all its namespaces still exist."""
+        if not self.state.config_file.exists():
+            return False
+        config = self.config
+        return bool(config.get("complete")) and \
+            len(network.existing_namespaces(self.namespaces())) == len(self.namespaces())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = self.state.load_config()
+        return self._config
+
+    @property
+    def topology(self) -> Topology:
+        config = self.config
+        return Topology(self.name, int(config["path_length"]), dict(config["nat"]))
+
+    def namespaces(self) -> list[str]:
+        return self.topology.namespaces()
+
+    def status(self) -> dict[str, Any]:
+        """What is running: namespaces, daemons (PID, alive), NAT kinds, netem, addresses, profile dirs."""
+        if not self.state.exists():
+            return {"name": self.name, "up": False}
+        config = self.config
+        pids = self.state.pids()
+        return {
+            "name": self.name,
+            "up": self.is_up(),
+            "state_dir": str(self.state.dir),
+            "path_length": config["path_length"],
+            "nat": config["nat"],
+            "netem": config["netem"],
+            "namespaces": network.existing_namespaces(self.namespaces()),
+            "daemons": {label: {"pid": pids[label], "alive": system.alive(pids[label])}
+                        for label in DAEMON_LABELS if label in pids},
+            "processes": len([label for label in pids if label not in DAEMON_LABELS]),
+            "stun": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}", f"{STUN_ALTERNATE[0]}:{STUN_ALTERNATE[1]}"],
+            "mail": {"host": MAIL_HOST, "no_idle_host": MAIL_HOST_NO_IDLE, "imaps": 993, "smtps": 465,
+                     "submission": 587, "domain": MAIL_DOMAIN},
+            "sites": {site: {"user": SITE_USERS[site], "host": host_address(site),
+                             "public": self.public_address(site), "nat": config["nat"][site],
+                             "profiles": str(self.profile_dir(site))} for site in SITES},
+        }
+
+    # addresses, users, files ----------------------------------------------------------------------------
+    def ns(self, site: Site) -> str:
+        """The namespace of a site host (a, b, c) or of srv / inet."""
+        if site not in (*SITES, "srv", "inet"):
+            raise LabError(f"unknown lab site {site!r}", hint="one of a, b, c, srv")
+        return self.topology.ns(site)
+
+    def nat_ns(self, site: Site) -> str:
+        return self.topology.nat_ns(site)
+
+    @staticmethod
+    def user(site: Site) -> str:
+        return SITE_USERS[site]
+
+    @staticmethod
+    def host_address(site: Site) -> str:
+        return host_address(site)
+
+    def public_address(self, site: Site) -> str:
+        """Where the site appears from outside: its NAT's wan address, or its own with NAT kind none."""
+        return host_address(site) if self.nat(site) == "none" else nat_outside_address(site)
+
+    @staticmethod
+    def nat_outside_address(site: Site) -> str:
+        return nat_outside_address(site)
+
+    def profile_dir(self, site: Site) -> Path:
+        return self.state.sites / site
+
+    def password(self, user: str) -> str:
+        """Mailbox password of ``user`` (alice/bob/carol) or of a site's user (a/b/c)."""
+        return self.state.password(SITE_USERS.get(user, user))
+
+    @property
+    def ca(self) -> Path:
+        return self.state.pki / "ca.crt"
+
+    def certificate(self, user: str) -> Path:
+        return self.state.pki / f"{SITE_USERS.get(user, user)}.crt"
+
+    def key(self, user: str) -> Path:
+        return self.state.pki / f"{SITE_USERS.get(user, user)}.key"
+
+    def write_profile(self, site: Site, name: str, *, role: str | None = None,
+                      peers: Sequence[str] | None = None, authentication: str = "smime",
+                      template: str = "openvpn", directory: Path | None = None, **overrides: Any) -> Path:
+        """Write a profile variant ``<name>.yaml`` into the site's profile dir (or ``directory``). Defaults:
+        the site's lab profile; ``overrides`` are top-level keys merged into it (nested dicts merge, None
+        deletes), e.g. ``punch={"hops": 5}`` or ``rendezvous={"email": {"imap": {"idle": False}}}``."""
+        __, default_role, default_peers = profiles.SITE_PROFILES[site]
+        document = profiles.build_profile(self.topology, self.state, site, role=role or default_role,
+                                          peers=tuple(peers or default_peers), authentication=authentication,
+                                          template=template, overrides=overrides)
+        path = (directory or self.profile_dir(site)) / f"{name}.yaml"
+        return profiles.dump(document, path, f"lab {self.name!r} site {site}: variant written by a test")
+
+    # running things in a site ---------------------------------------------------------------------------
+    def env(self, site: Site, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a site: PLEXUS_PROFILE_PATH, PLEXUS_MAIL_PASSWORD, PLEXUS_LAB_LOGIN (the site's
+        mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, and PYTHONPATH reaching this plexus."""
+        env = dict(os.environ)
+        # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        env.update({"PLEXUS_LAB_CA": str(self.ca), "PLEXUS_LAB_NAME": self.name})
+        if site in SITES:
+            env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
+                        "PLEXUS_MAIL_PASSWORD": self.password(site)})
+        env.update(extra or {})
+        return env
+
+    def command(self, site: Site, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(site), *argv]
+
+    def run(self, site: Site, argv: Sequence[str], *, timeout: float = 30.0, input: str | None = None,
+            env: Mapping[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the site's namespace with its environment; output captured as text."""
+        return subprocess.run(self.command(site, argv), input=input, capture_output=True, text=True,
+                              timeout=timeout, env=self.env(site, env), check=check)
+
+    def spawn(self, site: Site, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              stdout: int | IO[Any] | None = subprocess.PIPE, stderr: int | IO[Any] | None = subprocess.STDOUT,
+              stdin: int | IO[Any] | None = subprocess.DEVNULL, text: bool = True) -> subprocess.Popen[Any]:
+        """Start ``argv`` in the background in the site's namespace; its PID is recorded so ``lab down``
+        stops it. Stop it yourself with ``lab.stop(process)``."""
+        process = subprocess.Popen(self.command(site, argv), env=self.env(site, env), stdout=stdout,
+                                   stderr=stderr, stdin=stdin, text=text, start_new_session=True)
+        self.state.record_pid(f"spawn-{process.pid}", process.pid)
+        return process
+
+    def stop(self, process: subprocess.Popen[Any] | int, *, grace: float = 2.0) -> None:
+        """Stop a spawned process and its children by PID (SIGTERM, then SIGKILL after ``grace``)."""
+        pid = process if isinstance(process, int) else process.pid
+        system.stop_pids(system.with_descendants([pid]), grace=grace)
+        if not isinstance(process, int):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=1)
+        self.state.forget_pid(f"spawn-{pid}")
+
+    def socket(self, site: Site, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+        """A socket living in the site's namespace, usable from this process (e.g. asyncio ``sock=``)."""
+        return system.netns_socket(self.ns(site), family, kind)
+
+    # runtime changes ------------------------------------------------------------------------------------
+    def nat(self, site: Site) -> NatKind:
+        kind: NatKind = self.config["nat"][site]
+        return kind
+
+    def set_nat(self, site: Site, kind: NatKind) -> None:
+        """Switch a site's NAT kind now (rules replaced, its conntrack table flushed)."""
+        if site not in SITES or kind not in NAT_KINDS:
+            raise LabError(f"bad NAT setting {site}={kind}", hint=f"kinds: {', '.join(NAT_KINDS)}")
+        network.set_nat(self.topology, site, kind)
+        self.config["nat"][site] = kind
+        self.state.save_config(self.config)
+
+    def set_netem(self, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
+        """Loss (percent) and delay (ms, per direction) on every NAT's outside link; 0, 0 removes them."""
+        network.set_netem(self.topology, loss_pct, delay_ms)
+        self.config["netem"] = {"loss_pct": loss_pct, "delay_ms": delay_ms}
+        self.state.save_config(self.config)
+
+    def restart_mail(self, *, down_for: float = 0.0) -> None:
+        """Stop dovecot and OpenSMTPD (clients see their connections drop), wait ``down_for`` seconds, and
+        start them again on the same mailboxes."""
+        mail.stop(self.state)
+        time.sleep(down_for)
+        mail.start(self.topology, self.state)

@@ -1,0 +1,98 @@
+"""Build and remove the lab's namespaces, links, routes and NATs, and change NAT kind or netem at runtime.
+
+NAT kinds (iptables in the site's NAT namespace; wan = outside, lan = the site host):
+
+- ``eim``: MASQUERADE (keeps the source port when free = endpoint-independent mapping), forwards only replies
+  inward, and drops unsolicited packets to the NAT itself (INPUT), as home routers do. Such a dropped packet
+  leaves no confirmed conntrack entry, so it cannot disturb a later outbound mapping.
+- ``eim-bare``: the same without the INPUT drop. A peer's early packet then creates a conntrack entry for the
+  public port, and our later outbound flow gets another port ("conntrack clash", see testbed.md).
+- ``symmetric``: MASQUERADE --random-fully: a fresh public port per destination (address-and-port-dependent).
+- ``none``: no NAT and no filter: the NAT namespace is a plain router and the site host is reachable at its
+  own address (198.18.N.2), which is then its public address.
+"""
+
+from __future__ import annotations
+
+from plexus.lab import system
+from plexus.lab.state import LabState
+from plexus.lab.topology import SITES, NatKind, Topology
+
+
+def build(topology: Topology, state: LabState) -> None:
+    """Create every namespace (journalled first), link, address and route, and each site's NAT."""
+    namespaces = topology.namespaces()
+    for namespace in namespaces:
+        state.record_namespace(namespace)
+    system.run_batch(["netns", "add", ns] for ns in namespaces)
+    system.run_batch(["link", "add", link.if1, "netns", link.ns1, "type", "veth", "peer", "name", link.if2,
+                      "netns", link.ns2] for link in topology.links())
+    per_ns: dict[str, list[list[str]]] = {ns: [["link", "set", "lo", "up"]] for ns in namespaces}
+    for link in topology.links():
+        for ns, ifname, address in ((link.ns1, link.if1, link.addr1), (link.ns2, link.if2, link.addr2)):
+            per_ns[ns] += [["addr", "add", address, "dev", ifname], ["link", "set", "dev", ifname, "up"]]
+    srv = topology.ns("srv")
+    per_ns[srv] += [["addr", "add", f"{address}/24", "dev", "eth0"] for address in topology.server_addresses()]
+    for route in topology.routes():
+        per_ns[route.ns].append(["route", "add", route.destination, "via", route.via])
+    for ns, commands in per_ns.items():
+        system.run(["ip", "-n", ns, "-batch", "-"], input="".join(" ".join(c) + "\n" for c in commands))
+    for ns in topology.forwarding_namespaces():
+        system.set_sysctl(ns, "net.ipv4.ip_forward", "1")
+    for site in SITES:
+        set_nat(topology, site, topology.nat[site], flush=False)
+
+
+def destroy(state: LabState) -> None:
+    """Stop whatever still runs in the lab's namespaces and delete them (namespaces that never got created
+    are skipped)."""
+    namespaces = state.namespaces()
+    system.stop_pids(system.netns_pids(namespaces), grace=0.5)
+    if namespaces:
+        system.run(["ip", "-force", "-batch", "-"], check=False,
+                   input="".join(f"netns del {ns}\n" for ns in namespaces))
+
+
+def existing_namespaces(names: list[str]) -> list[str]:
+    done = system.run(["ip", "netns", "list"], check=False)
+    present = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    return [name for name in names if name in present]
+
+
+def nat_rules(kind: NatKind) -> str:
+    """The iptables-restore input for a NAT of this kind (replaces the nat and filter tables whole)."""
+    nat = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+           ":POSTROUTING ACCEPT [0:0]"]
+    filters = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    if kind != "none":
+        nat.append("-A POSTROUTING -o wan -j MASQUERADE" + (" --random-fully" if kind == "symmetric" else ""))
+        filters += ["-A FORWARD -i wan -o lan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+                    "-A FORWARD -i wan -j DROP"]
+    if kind in ("eim", "symmetric"):
+        filters += ["-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+                    "-A INPUT -i wan -j DROP"]
+    return "\n".join([*nat, "COMMIT", *filters, "COMMIT", ""])
+
+
+def set_nat(topology: Topology, site: str, kind: NatKind, *, flush: bool = True) -> None:
+    """Replace the NAT rules of ``site`` and forget its connection tracking state, so the next flow is mapped
+    by the new rules."""
+    ns = topology.nat_ns(site)
+    system.run(["ip", "netns", "exec", ns, "iptables-restore"], input=nat_rules(kind))
+    if flush:
+        # "0 flow entries have been deleted" goes to stderr with rc 0; an empty table is not an error
+        system.run(["ip", "netns", "exec", ns, "conntrack", "-F"], check=False)
+
+
+def set_netem(topology: Topology, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
+    """Loss and delay on every NAT's outside link, both directions (egress of wan = outbound, egress of lan =
+    inbound); the delay is per direction. Zero for both removes netem."""
+    for site in SITES:
+        ns = topology.nat_ns(site)
+        if loss_pct <= 0 and delay_ms <= 0:
+            lines = "qdisc del dev wan root\nqdisc del dev lan root\n"
+            system.run(["tc", "-n", ns, "-force", "-batch", "-"], input=lines, check=False)
+            continue
+        netem = f"netem delay {delay_ms:g}ms loss {loss_pct:g}%"
+        lines = f"qdisc replace dev wan root {netem}\nqdisc replace dev lan root {netem}\n"
+        system.run(["tc", "-n", ns, "-batch", "-"], input=lines)

@@ -1,0 +1,106 @@
+"""The profiles ``lab up`` writes for each site (``sites/<site>/<peer>.yaml``), in the format of
+profiles/examples, and a builder for variants the tests need (psk, another template, other timeouts...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plexus.lab.state import LabState
+from plexus.lab.topology import (
+    IMAPS_PORT,
+    MAIL_DOMAIN,
+    MAIL_HOST,
+    SITE_USERS,
+    SMTPS_PORT,
+    STUN_PRIMARY,
+    TUNNEL_ADDRESSES,
+    Topology,
+)
+
+# site -> (profile name, role, peers)
+SITE_PROFILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "a": ("bob", "initiate", ("bob",)),
+    "b": ("alice", "accept", ("alice", "carol")),
+    "c": ("bob", "initiate", ("bob",)),
+}
+
+
+def _schema_line() -> str:
+    try:
+        from plexus.resources import schema_path
+
+        return f"# yaml-language-server: $schema={schema_path()}\n"
+    except FileNotFoundError:
+        return ""
+
+
+def build_profile(topology: Topology, state: LabState, site: str, *, role: str, peers: tuple[str, ...],
+                  authentication: str = "smime", template: str = "openvpn",
+                  overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The profile document of ``site``'s user towards ``peers``; ``overrides`` are merged in last (nested
+    dicts merge key by key, a value of None removes the key)."""
+    user = SITE_USERS[site]
+    pki = state.pki
+    rendezvous: dict[str, Any] = {"authentication": authentication}
+    if authentication == "smime":
+        rendezvous["smime"] = {"certificate": str(pki / f"{user}.crt"), "key": str(pki / f"{user}.key"),
+                               "ca": str(pki / "ca.crt")}
+    elif authentication == "psk":
+        rendezvous["psk"] = {"env": "PLEXUS_LAB_PSK"}
+    rendezvous["timeout"] = "30s"
+    rendezvous["email"] = {
+        "smtp": {"host": MAIL_HOST, "port": SMTPS_PORT, "tls": "implicit"},
+        "imap": {"host": MAIL_HOST, "port": IMAPS_PORT, "tls": "implicit", "idle": True},
+        "login": user,
+        "password": {"env": "PLEXUS_MAIL_PASSWORD"},
+        "ca": str(pki / "ca.crt"),
+    }
+    peer_entries = []
+    for peer in peers:
+        entry: dict[str, Any] = {"id": peer, "address": f"{peer}@{MAIL_DOMAIN}"}
+        if authentication == "smime":
+            entry["certificate"] = str(pki / f"{peer}.crt")
+        entry["vars"] = {"remote_tunnel": TUNNEL_ADDRESSES[peer]}
+        peer_entries.append(entry)
+    document: dict[str, Any] = {
+        "version": 1,
+        "host": {"id": user, "address": f"{user}@{MAIL_DOMAIN}"},
+        "role": role,
+        "peers": peer_entries,
+        "rendezvous": rendezvous,
+        "stun": {"servers": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}"]},
+        # hops: see Topology.punch_hops (2 opens our NAT, the first router beyond it drops the packet)
+        "punch": {"hops": topology.punch_hops(), "timeout": "20s"},
+        "payload": {"template": template, "vars": {"tunnel": TUNNEL_ADDRESSES[user]}, "restart": "never"},
+    }
+    return _merge(document, overrides or {})
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump(document: dict[str, Any], path: Path, comment: str = "") -> Path:
+    text = _schema_line() + (f"# {comment}\n" if comment else "")
+    text += yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def write_site_profiles(topology: Topology, state: LabState) -> None:
+    for site, (name, role, peers) in SITE_PROFILES.items():
+        document = build_profile(topology, state, site, role=role, peers=peers)
+        dump(document, state.sites / site / f"{name}.yaml",
+             f"written by `plexus lab up` for lab {topology.name!r}, site {site} ({SITE_USERS[site]})")
