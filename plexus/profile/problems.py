@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,12 +21,27 @@ class Mark:
     col: int
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
 def field_text(path: FieldPath) -> str:
-    """``("peers", 1, "id")`` -> ``peers[1].id``."""
+    """``("peers", 1, "id")`` -> ``peers[1].id``; an odd key is quoted: ``vars["a b"]``."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _NAME.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part)}]"
     return text
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines too) escaped, so that a problem stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @dataclass(frozen=True)
@@ -50,9 +67,9 @@ class Problem:
 
     def __str__(self) -> str:
         label = "" if self.severity == "error" else f"{self.severity}: "
-        field = f"{self.field}: " if self.field else ""
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{self.file}:{self.line}:{self.col}: {label}{field}{self.message}{hint}"
+        field = f"{one_line(self.field)}: " if self.field else ""
+        hint = f" ({one_line(self.hint)})" if self.hint else ""
+        return f"{one_line(str(self.file))}:{self.line}:{self.col}: {label}{field}{one_line(self.message)}{hint}"
 
     def as_dict(self) -> dict[str, object]:
         return {"file": str(self.file), "line": self.line, "col": self.col, "field": self.field,
