@@ -7,6 +7,7 @@ format and the context the Jinja text sees are documented in ``templates/exec/RE
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -111,10 +112,8 @@ def search_dirs(profile_dir: Path | None = None) -> list[Path]:
     """Where template names are looked up, first match wins: next to the profile, the user's, built-in."""
     dirs = [profile_dir / "templates"] if profile_dir is not None else []
     dirs.append(user_templates_dir())
-    try:
+    with contextlib.suppress(FileNotFoundError):
         dirs.append(resources.builtin_templates_dir())
-    except FileNotFoundError:
-        pass
     return dirs
 
 

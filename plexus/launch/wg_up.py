@@ -114,9 +114,11 @@ async def run(args: argparse.Namespace) -> int:
             if args.userspace == "never":
                 raise SetupError("kernel WireGuard is not available (ip link add type wireguard failed)")
             userspace = await _start_userspace(name)
-        await _run("wg", "setconf", name, args.conf)
         await _run("ip", "address", "add", f"{args.address}/32", "peer", f"{args.peer_address}/32", "dev", name)
         await _run("ip", "link", "set", "dev", name, "mtu", str(args.mtu), "up")
+        # Configure last: the first handshake initiation (keepalive) then leaves from an interface that is up;
+        # sent earlier, it is lost and WireGuard retries only after 5 s.
+        await _run("wg", "setconf", name, args.conf)
         print(READY_LINE.format(name=name, mode="kernel" if kernel else "wireguard-go"), flush=True)
         return await _serve(name, stop, userspace, args.dead_after)
     except SetupError as exc:
@@ -130,7 +132,9 @@ async def run(args: argparse.Namespace) -> int:
                 await _run("ip", "link", "del", "dev", name)
 
 
-async def _serve(name: str, stop: asyncio.Event, userspace: asyncio.subprocess.Process | None, dead_after: float) -> int:
+async def _serve(
+    name: str, stop: asyncio.Event, userspace: asyncio.subprocess.Process | None, dead_after: float
+) -> int:
     waits: dict[asyncio.Task[object], str] = {asyncio.create_task(stop.wait()): "signal"}
     if userspace is not None:
         waits[asyncio.create_task(userspace.wait())] = "wireguard-go"
