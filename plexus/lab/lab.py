@@ -30,6 +30,7 @@ from plexus.lab.topology import (
     NAT_KINDS,
     SITE_USERS,
     SITES,
+    SOURCE_ROOT,
     STUN_ALTERNATE,
     STUN_PRIMARY,
     NatKind,
@@ -40,7 +41,6 @@ from plexus.lab.topology import (
 
 DAEMON_LABELS = ("turnserver", "dovecot", "smtpd")
 Site = str  # "a", "b", "c" or "srv"
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class Lab:
@@ -92,7 +92,7 @@ class Lab:
             mail.start(topology, lab.state)
             stun.wait_ready(topology, lab.state)
             if loss_pct or delay_ms:
-                network.set_netem(topology, loss_pct, delay_ms)
+                network.set_netem(topology, lab.state, loss_pct, delay_ms)
         except BaseException:
             lab.down()
             raise
@@ -218,7 +218,7 @@ class Lab:
         mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, and PYTHONPATH reaching this plexus."""
         env = dict(os.environ)
         # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
         env.update({"PLEXUS_LAB_CA": str(self.ca), "PLEXUS_LAB_NAME": self.name})
         if site in SITES:
             env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
@@ -273,7 +273,7 @@ class Lab:
 
     def set_netem(self, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
         """Loss (percent) and delay (ms, per direction) on every NAT's outside link; 0, 0 removes them."""
-        network.set_netem(self.topology, loss_pct, delay_ms)
+        network.set_netem(self.topology, self.state, loss_pct, delay_ms)
         self.config["netem"] = {"loss_pct": loss_pct, "delay_ms": delay_ms}
         self.state.save_config(self.config)
 

@@ -14,9 +14,12 @@ NAT kinds (iptables in the site's NAT namespace; wan = outside, lan = the site h
 
 from __future__ import annotations
 
-from plexus.lab import system
+import sys
+
+from plexus.errors import LabError
+from plexus.lab import daemons, system
 from plexus.lab.state import LabState
-from plexus.lab.topology import SITES, NatKind, Topology
+from plexus.lab.topology import SITES, SOURCE_ROOT, NatKind, Topology
 
 
 def build(topology: Topology, state: LabState) -> None:
@@ -84,15 +87,31 @@ def set_nat(topology: Topology, site: str, kind: NatKind, *, flush: bool = True)
         system.run(["ip", "netns", "exec", ns, "conntrack", "-F"], check=False)
 
 
-def set_netem(topology: Topology, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
-    """Loss and delay on every NAT's outside link, both directions (egress of wan = outbound, egress of lan =
-    inbound); the delay is per direction. Zero for both removes netem."""
+def set_netem(topology: Topology, state: LabState, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
+    """Loss and delay on every NAT's outside link, in both directions (each forwarded packet is dropped with
+    probability ``loss_pct``% and held ``delay_ms`` ms). This kernel has no sch_netem, so loss is an iptables
+    ``statistic`` rule and delay an NFQUEUE rule served by ``plexus.lab.shaper``, one per NAT namespace."""
+    if not 0 <= loss_pct <= 100 or delay_ms < 0:
+        raise LabError(f"bad netem setting: loss {loss_pct}% delay {delay_ms} ms",
+                       hint="loss 0..100 (percent), delay >= 0 (ms)")
+    labels = [f"shaper-{site}" for site in SITES]
+    daemons.stop(state, labels, grace=0.5)
+    if delay_ms > 0:
+        for site, label in zip(SITES, labels, strict=True):
+            (state.logs / f"{label}.out").unlink(missing_ok=True)
+            daemons.start(state, topology.nat_ns(site), label,
+                          [sys.executable, "-m", "plexus.lab.shaper", "--delay-ms", f"{delay_ms:g}"],
+                          env={"PYTHONPATH": SOURCE_ROOT})
+        for label in labels:
+            log = state.logs / f"{label}.out"
+            daemons.wait_until(lambda log=log: log.exists() and "delaying" in log.read_text(),  # type: ignore[misc]
+                               f"delay shaper {label}", state, pids=[state.pids()[label]])
+    rules = ["*mangle", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
+             ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
+    if loss_pct > 0:
+        rules.append(f"-A FORWARD -m statistic --mode random --probability {loss_pct / 100:.6f} -j DROP")
+    if delay_ms > 0:
+        rules.append("-A FORWARD -j NFQUEUE --queue-num 0 --queue-bypass")
     for site in SITES:
-        ns = topology.nat_ns(site)
-        if loss_pct <= 0 and delay_ms <= 0:
-            lines = "qdisc del dev wan root\nqdisc del dev lan root\n"
-            system.run(["tc", "-n", ns, "-force", "-batch", "-"], input=lines, check=False)
-            continue
-        netem = f"netem delay {delay_ms:g}ms loss {loss_pct:g}%"
-        lines = f"qdisc replace dev wan root {netem}\nqdisc replace dev lan root {netem}\n"
-        system.run(["tc", "-n", ns, "-batch", "-"], input=lines)
+        system.run(["ip", "netns", "exec", topology.nat_ns(site), "iptables-restore"],
+                   input="\n".join([*rules, "COMMIT", ""]))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plexus.errors import LabError
+from plexus.lab import system
 
 STATE_ROOT = Path("/run/plexus-lab")
 DEFAULT_NAME = "plexus"
@@ -74,17 +75,22 @@ class LabState:
         return [line.split()[1] for line in self.journal.read_text().splitlines() if line.startswith("netns ")]
 
     def record_pid(self, label: str, pid: int) -> Path:
+        """Remember a process we started, with its start time so a later reuse of the PID is not ours."""
         path = self.pids_dir / f"{label}.pid"
-        path.write_text(f"{pid}\n")
+        path.write_text(f"{pid} {system.start_time(pid) or 0}\n")
         return path
 
     def pids(self) -> dict[str, int]:
+        """Recorded processes that still run (same PID and start time), by label."""
         found: dict[str, int] = {}
         if self.pids_dir.is_dir():
             for path in self.pids_dir.glob("*.pid"):
-                text = path.read_text().strip()
-                if text.isdigit():
-                    found[path.stem] = int(text)
+                fields = path.read_text().split()
+                if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+                    pid = int(fields[0])
+                    started = system.start_time(pid)
+                    if started is not None and started == int(fields[1]) and system.alive(pid):
+                        found[path.stem] = pid
         return found
 
     def forget_pid(self, label: str) -> None:

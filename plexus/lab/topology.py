@@ -18,8 +18,10 @@ Everything lives in 198.18.0.0/16; tunnel (payload) addresses use 198.19.0.0/16.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # on PYTHONPATH, a checkout imports in the namespaces
 NatKind = Literal["eim", "eim-bare", "symmetric", "none"]
 NAT_KINDS: tuple[NatKind, ...] = ("eim", "eim-bare", "symmetric", "none")
 SITES = ("a", "b", "c")
