@@ -116,17 +116,19 @@ async def test_retransmits_the_same_transaction_id(client: StunClient) -> None:
     assert len({request.transaction_id for request in responder.requests}) == 1
 
 
-async def test_late_reply_to_first_send_counts(client: StunClient) -> None:
+async def test_late_reply_to_first_send_counts(port: UdpPort) -> None:
     loop = asyncio.get_running_loop()
+    rto = 0.1  # wide margins: the reply lands between the second send (0.1 s) and the third (0.3 s)
 
     def late_once(r: Responder, req: stun.Message, addr: Address) -> None:
         if len(r.requests) == 1:  # answer only the first request, after the client has retransmitted
-            loop.call_later(RTO * 1.5, r.send, success(req, addr), addr)
+            loop.call_later(rto * 1.5, r.send, success(req, addr), addr)
 
     responder = await start_responder(late_once)
-    binding = await client.binding(responder.address)
+    async with StunClient(port, rto=rto, timeout=1.0) as client:
+        binding = await client.binding(responder.address)
     assert binding.sends == 2
-    assert binding.rtt >= RTO * 1.5
+    assert binding.rtt >= rto * 1.5
 
 
 async def test_foreign_transaction_id_is_left_to_other_listeners(port: UdpPort, client: StunClient) -> None:
@@ -241,7 +243,7 @@ async def test_garbage_is_ignored_then_a_good_answer_wins(client: StunClient, ki
     responder = await start_responder(garbage_then_answer)
     binding = await client.binding(responder.address)
     assert binding.mapped == ("198.18.11.2", 40001)
-    assert binding.sends == 2
+    assert binding.sends >= 2  # the garbage answering the first send did not end the transaction
 
 
 async def test_only_garbage_is_a_timeout_that_says_why(client: StunClient) -> None:
