@@ -168,8 +168,7 @@ def _certificate(path: Path, *, days: int, key: object | None = None) -> object:
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
     now = datetime.datetime.now(datetime.UTC)
-    start, end = (now - datetime.timedelta(days=30), now + datetime.timedelta(days=days)) if days > 0 else \
-        (now - datetime.timedelta(days=30), now + datetime.timedelta(days=days))
+    start, end = now - datetime.timedelta(days=30), now + datetime.timedelta(days=days)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                    .public_key(key.public_key()).serial_number(1)  # type: ignore[attr-defined]
                    .not_valid_before(start).not_valid_after(end).sign(key, hashes.SHA256()))  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ def _check_key(document: Document, path: FieldPath, file: Path, certificate: Any
         document.problem(path, f"{file} is encrypted; plexus needs the key unencrypted",
                          f"openssl pkey -in {file.name} -out {file.stem}-plain.key, then chmod 600 it")
         return
-    except Exception:  # ValueError, UnsupportedAlgorithm, ...: cryptography raises UnsupportedAlgorithm and others for junk
+    except Exception:  # ValueError, UnsupportedAlgorithm, ...: whatever cryptography raises for junk
         document.problem(path, f"{file} is not a private key (PEM or DER)",
                          "a PEM key starts with -----BEGIN PRIVATE KEY-----")
         return

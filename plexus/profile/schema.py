@@ -50,8 +50,7 @@ def _report(document: Document, schema: dict[str, Any], error: Any) -> None:
             if key not in known:
                 document.problem((*path, key), f"unknown key '{key}'", _did_you_mean(key, known), key=True)
     elif kind == "required" and isinstance(instance, dict):
-        known = set(sub.get("properties", {}))
-        strays = [key for key in instance if key not in known]
+        strays = [key for key in instance if key not in sub.get("properties", {})]
         for name in value:
             if name not in instance and not difflib.get_close_matches(name, strays, n=1, cutoff=0.6):
                 # (a misspelt key close to ``name`` already got "unknown key ... did you mean")
@@ -62,8 +61,8 @@ def _report(document: Document, schema: dict[str, Any], error: Any) -> None:
         document.problem(path, f"must be {_types(value)}, not {_describe(instance)}")
     elif kind in ("enum", "const"):
         options = value if kind == "enum" else [value]
-        hint = _did_you_mean(str(instance), [str(o) for o in options]) if isinstance(instance, str) else None
-        document.problem(path, f"must be {' | '.join(_show(o) for o in options)}, not {_show(instance)}", hint)
+        close = _did_you_mean(str(instance), [str(o) for o in options]) if isinstance(instance, str) else None
+        document.problem(path, f"must be {' | '.join(_show(o) for o in options)}, not {_show(instance)}", close)
     elif kind == "pattern":
         document.problem(path, f"must be {_pattern_words(schema, sub)}, not {_show(instance)}")
     elif kind == "propertyNames":
@@ -108,8 +107,8 @@ def _pattern_words(schema: dict[str, Any], sub: dict[str, Any]) -> str:
 
 
 def _types(value: Any) -> str:
-    names = value if isinstance(value, list) else [value]
-    return " or ".join(_TYPE_WORDS.get(name, name) for name in names)
+    names: list[str] = value if isinstance(value, list) else [value]
+    return " or ".join(_TYPE_WORDS.get(name) or name for name in names)
 
 
 def _describe(instance: Any) -> str:

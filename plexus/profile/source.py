@@ -119,6 +119,7 @@ class _Builder:
             if node.tag != "tag:yaml.org,2002:seq":
                 raise _Reject(node, f"unsupported YAML tag {node.tag}", "remove the tag")
             return [self.value(item, (*path, index), depth + 1) for index, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         return self.scalar(node)
 
     def mapping(self, node: yaml.MappingNode, path: FieldPath, depth: int) -> dict[str, Any]:

@@ -56,8 +56,8 @@ def check_template(document: Document) -> None:
     entries = peers(document.data)
     missing_for: dict[str, list[tuple[int, Any]]] = {}
     for index, peer in entries:
-        own = peer.get("vars") if isinstance(peer.get("vars"), dict) else {}
-        given = {**common, **own}
+        own = peer.get("vars")
+        given = {**common, **(own if isinstance(own, dict) else {})}
         for need in needs:
             if given.get(need) in (None, ""):
                 missing_for.setdefault(need, []).append((index, peer))
