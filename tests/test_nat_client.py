@@ -93,6 +93,7 @@ async def client(port: UdpPort) -> AsyncIterator[StunClient]:
 def test_schedule_follows_rfc5389() -> None:
     assert list(retransmission_schedule(0.5, 100)) == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Rc = 7
     assert list(retransmission_schedule(0.1, 0.5)) == pytest.approx([0, 0.1, 0.3])
+    assert list(retransmission_schedule(0.1, 0)) == [0]  # the first request always goes
 
 
 async def test_answer_gives_mapped_and_other(client: StunClient) -> None:

@@ -33,10 +33,10 @@ LAST_WAIT = 16  # Rm: after the last request, wait Rm * RTO
 
 def retransmission_schedule(rto: float, deadline: float) -> Iterator[float]:
     """Offsets (seconds from the first send) at which requests go out: 0, RTO, 3 RTO, 7 RTO, ... (Rc at most),
-    only those before ``deadline``."""
+    only those before ``deadline`` (the first always goes)."""
     offset, interval = 0.0, rto
     for _ in range(REQUESTS_MAX):
-        if offset >= deadline:
+        if offset and offset >= deadline:
             return
         yield offset
         offset += interval
