@@ -91,7 +91,7 @@ def _tail(problem: Any) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from plexus.profile import find_profiles, load
+    from plexus.profile import examine, find_profiles, load
     from plexus.profile.lookup import search_dirs
 
     rows: list[dict[str, Any]] = []
@@ -100,17 +100,13 @@ def run_list(args: argparse.Namespace) -> int:
         name = path.stem
         row: dict[str, Any] = {"name": name, "file": str(path), "shadowed": name in names}
         names.add(name)
-        try:
-            profile = load(path)
-        except ProfileError as error:
-            from plexus.profile import is_base
-            from plexus.profile.document import load_document
-
-            if is_base(load_document(path).data):
-                row.update(role="base", peers=[], payload=None, valid=True)
-            else:
-                row.update(role=None, peers=[], payload=None, valid=False, error=str(error))
+        problems, base = examine(path)
+        errors = [p for p in problems if p.is_error]
+        if errors or base:
+            row.update(role="base" if base and not errors else None, peers=[], payload=None, valid=not errors,
+                       error=str(errors[0]) if errors else None)
         else:
+            profile = load(path)
             row.update(role=profile.role, peers=[p.id for p in profile.peers], payload=profile.payload.template,
                        valid=True)
         rows.append(row)

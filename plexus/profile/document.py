@@ -78,7 +78,9 @@ def _base_of(source: Source, seen: list[Path], document: Document) -> Path | Non
         return None
     mark = source.marks.get(("extends",), Mark(source.path, 1, 1))
     if not isinstance(extends, str) or not extends.strip():
-        return None  # the schema reports the wrong type
+        document.problems.append(Problem.at(mark, ("extends",), "must be the path of a base profile",
+                                            "e.g. extends: mailbox-base.yaml"))
+        return None
     base = source.path.parent / extends
     if _identity(base) in seen:
         names = " -> ".join(p.name for p in [*seen, base])

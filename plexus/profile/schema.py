@@ -55,7 +55,7 @@ def _report(document: Document, schema: dict[str, Any], error: Any) -> None:
             if name not in instance and not difflib.get_close_matches(name, strays, n=1, cutoff=0.6):
                 # (a misspelt key close to ``name`` already got "unknown key ... did you mean")
                 example = sub.get("properties", {}).get(name, {}).get("examples", [None])[0]
-                hint = f"add {name}: {_show(example)}" if example is not None else f"add {name}"
+                hint = f"add {name}: {_sketch(example)}" if example is not None else f"add {name}"
                 document.problem((*path, name), "missing", hint)
     elif kind == "type":
         document.problem(path, f"must be {_types(value)}, not {_describe(instance)}")
@@ -104,6 +104,17 @@ def _pattern_words(schema: dict[str, Any], sub: dict[str, Any]) -> str:
                 return f"like {_show(prop['examples'][0])}"
     example = sub.get("examples", [None])[0]
     return f"like {_show(example)}" if example is not None else f"text matching {sub.get('pattern')}"
+
+
+def _sketch(example: Any) -> str:
+    """A short YAML-ish outline of an example value: ``{id: 'laptop', address: ...}``."""
+    if isinstance(example, list):
+        return f"[{_sketch(example[0])}, ...]" if example else "[]"
+    if isinstance(example, dict):
+        shown = [f"{k}: {_sketch(v) if isinstance(v, (dict, list)) else _show(v)}" for k, v in example.items()]
+        text = "{" + ", ".join(shown) + "}"
+        return text if len(text) <= 70 else "{" + ", ".join(f"{k}: ..." for k in example) + "}"
+    return _show(example)
 
 
 def _types(value: Any) -> str:
