@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from plexus.cli import main
 
@@ -139,3 +141,23 @@ def test_init_covers_each_builtin_template(tmp_path: Path, capsys: pytest.Captur
     for template in ("openvpn", "wireguard", "socat", "exec"):
         assert main(["init", template, "--dir", str(tmp_path), "--no-input", "--template", template]) == 0
         assert "still to create" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_init_prompts_for_what_flags_do_not_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # answers in prompt order: host id, address, role, peer id, peer address, template, smtp, imap, login, stun
+    answers = ["desk", "", "accept", "", "", "socat", "mail.example.net:587", "", "", "stun.example.net:3478"]
+    monkeypatch.setattr("sys.stdin", _Terminal("\n".join(answers) + "\n"))
+    assert main(["init", "desk", "--dir", str(tmp_path)]) == 0
+    profile = yaml.safe_load((tmp_path / "desk.yaml").read_text())
+    assert profile["host"] == {"id": "desk", "address": "desk@example.org"}
+    assert profile["role"] == "accept" and profile["peers"][0]["id"] == "laptop"
+    assert profile["payload"] == {"template": "socat", "vars": {"listen_port": 5000, "app_port": 5001},
+                                  "restart": "on-failure"}
+    assert profile["rendezvous"]["email"]["smtp"] == {"host": "mail.example.net", "port": 587, "tls": "starttls"}
+    assert profile["stun"]["servers"] == ["stun.example.net:3478"]
