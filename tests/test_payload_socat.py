@@ -13,23 +13,28 @@ from payload_netns import ADDRESS, NetnsPair, netns_pair, render_pair, require
 APP_PORT, LISTEN_PORT = 5000, 5001
 VARS = {"app_port": APP_PORT, "listen_port": LISTEN_PORT}
 
-# A local "application": bind app_port, send one datagram to socat's listen_port, print what comes back within
-# the bound. Runs inside a namespace with the system python.
+# A local "application": bind app_port, keep sending one datagram to socat's listen_port, print the first
+# datagram that comes back from the other side, and keep sending a little longer so the other side gets ours
+# even if it started later. Bounded: at most 80 x 0.1 s. Runs inside a namespace with the system python.
 APP = f"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", {APP_PORT}))
 s.settimeout(0.1)
-message = sys.argv[1].encode()
-for _ in range(60):                       # bounded: 60 x 0.1 s
+message, received, extra = sys.argv[1].encode(), None, 10
+for _ in range(80):
     s.sendto(message, ("127.0.0.1", {LISTEN_PORT}))
     try:
         data, _ = s.recvfrom(2048)
+        if data != message:
+            received = received or data
     except TimeoutError:
-        continue
-    if data != message:                   # our own datagram cannot come back; anything else is the peer's
-        print(data.decode(), flush=True)
-        break
+        pass
+    if received is not None:
+        extra -= 1
+        if extra == 0:
+            break
+print(received.decode() if received else "", flush=True)
 """
 
 

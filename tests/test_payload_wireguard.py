@@ -13,6 +13,7 @@ from payload_netns import NetnsPair, netns_pair, render_pair, require
 
 from plexus.launch import keys
 from plexus.launch.template import find_template
+from plexus.launch.wg_up import EXIT_DEAD_PEER
 
 TUNNEL = {"a": "198.19.0.1", "b": "198.19.0.2"}
 VARS_A = {"tunnel": TUNNEL["a"], "remote_tunnel": TUNNEL["b"]}
@@ -66,11 +67,33 @@ def test_wireguard_tunnel_pings_across(pair: NetnsPair, tmp_path: Path) -> None:
 
 def test_wireguard_wrong_public_key_never_pings(pair: NetnsPair, tmp_path: Path) -> None:
     stranger = keys.wireguard_keypair()["public"]
-    rendered = render_pair("wireguard", tmp_path, VARS_A, VARS_B,
+    quick = {"dead_after": 2}  # seconds without a handshake before the launcher gives up
+    rendered = render_pair("wireguard", tmp_path, {**VARS_A, **quick}, {**VARS_B, **quick},
                            peer_values_override={"b": {"public_key": stranger}})
     procs = {side: pair.start(side, rendered[side].argv, rendered[side].env) for side in ("a", "b")}
     template = find_template("wireguard")
     assert template.ready is not None
     for side in ("a", "b"):
         _wait_ready(pair, procs[side], template.ready, bound=10)
-    assert pair.wait_ping("a", TUNNEL["b"], bound=5) is None, "wireguard tunnel up with a wrong key"
+    assert pair.wait_ping("a", TUNNEL["b"], bound=3) is None, "wireguard tunnel up with a wrong key"
+    # No handshake ever completes, so both launchers end with the dead-peer code and clean up.
+    for side in ("a", "b"):
+        assert procs[side].wait(timeout=5) == EXIT_DEAD_PEER, pair.log(procs[side])
+        assert "no handshake from the peer" in pair.log(procs[side])
+    leftover = pair.run("a", ["ip", "-o", "link", "show", "type", "tun"]).stdout
+    assert "plx" not in leftover, leftover
+
+
+def test_wireguard_go_dies_with_a_killed_launcher(pair: NetnsPair, tmp_path: Path) -> None:
+    template = find_template("wireguard")
+    assert template.ready is not None
+    rendered = render_pair("wireguard", tmp_path, VARS_A, VARS_B)
+    launcher = pair.start("a", rendered["a"].argv, rendered["a"].env)
+    line = _wait_ready(pair, launcher, template.ready, bound=10)
+    name = line.split()[2]
+    launcher.kill()
+    launcher.wait(timeout=5)
+    deadline = time.monotonic() + 5
+    while pair.run("a", ["ip", "link", "show", name]).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pair.run("a", ["ip", "link", "show", name]).returncode != 0, "wireguard-go outlived its launcher"

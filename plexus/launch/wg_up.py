@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ READY_LINE = "plexus-wg: interface {name} up ({mode})"
 EXIT_DEAD_PEER = 3
 _START_TIMEOUT = 5.0
 _STOP_GRACE = 3.0
+_PR_SET_PDEATHSIG = 1
 
 
 class SetupError(Exception):
@@ -52,11 +54,17 @@ async def _try_kernel(name: str) -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    # If this launcher is killed outright (SIGKILL), wireguard-go must not live on holding the interface.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 async def _start_userspace(name: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "wireguard-go", name, stdin=asyncio.subprocess.DEVNULL, env=env
+            "wireguard-go", name, stdin=asyncio.subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent
         )
     except FileNotFoundError:
         raise SetupError("no kernel WireGuard and no wireguard-go (install the wireguard-go package)") from None
