@@ -36,7 +36,11 @@ def get(data: Any, path: FieldPath, kind: type | tuple[type, ...] = object) -> A
 
 def resolve_path(document: Document, path: FieldPath, text: str) -> Path:
     """A path as written at ``path``: relative to the folder of the file it was written in."""
-    written = Path(text).expanduser()
+    written = Path(text)
+    try:
+        written = written.expanduser()
+    except RuntimeError:  # ~user that does not exist: keep it as written, the file check reports it
+        pass
     return written if written.is_absolute() else document.file_of(path).parent / written
 
 
@@ -168,13 +172,32 @@ def check_rendezvous(document: Document) -> None:
 def readable_file(document: Document, path: FieldPath, text: str, what: str) -> Path | None:
     """The file named at ``path`` if it can be read; else a problem and None."""
     file = resolve_path(document, path, text)
-    if not file.exists():
-        document.problem(path, f"{what} {file} does not exist", "the path is relative to the profile's folder")
-        return None
-    if not file.is_file():
-        document.problem(path, f"{what} {file} is not a file")
-        return None
-    if not os.access(file, os.R_OK):
-        document.problem(path, f"{what} {file} is not readable", "check its owner and mode")
+    try:
+        if not file.exists():
+            document.problem(path, f"{what} {file} does not exist",
+                             "the path is relative to the profile's folder")
+            return None
+        if not file.is_file():
+            document.problem(path, f"{what} {file} is not a file")
+            return None
+        if not os.access(file, os.R_OK):
+            document.problem(path, f"{what} {file} is not readable", "check its owner and mode")
+            return None
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte, ...
+        document.problem(path, f"{what} {file}: {getattr(error, 'strerror', None) or error}")
         return None
     return file
+
+
+def read_small(document: Document, path: FieldPath, file: Path, limit: int = 1 << 20) -> bytes | None:
+    """The content of a certificate or key file (at most ``limit`` bytes); None and a problem if unreadable."""
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as error:
+        document.problem(path, f"cannot read {file}: {error.strerror or error}")
+        return None
+    if len(data) > limit:
+        document.problem(path, f"{file} is larger than {limit // 1024} kB; not a certificate or key")
+        return None
+    return data

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from plexus.profile.checks import get, peers, readable_file, resolve_path
+from plexus.profile.checks import get, peers, read_small, readable_file, resolve_path
 from plexus.profile.document import Document
 from plexus.profile.problems import FieldPath
 
@@ -39,7 +39,7 @@ def check_files(document: Document) -> None:
             if file is not None:
                 _warn_if_shared(document, (*secret, "file"), file)
     keys = get(data, ("rendezvous", "dht", "keys"), str)
-    if keys is not None and not resolve_path(document, ("rendezvous", "dht", "keys"), keys).is_dir():
+    if keys is not None and not _is_dir(resolve_path(document, ("rendezvous", "dht", "keys"), keys)):
         document.problem(("rendezvous", "dht", "keys"), "the DHT identity does not exist yet",
                          "plexus keygen PROFILE creates it", severity="warning")
 
@@ -52,9 +52,11 @@ def _certificate_at(document: Document, path: FieldPath, what: str, many: bool =
     file = readable_file(document, path, text, what)
     if file is None:
         return None
+    raw = read_small(document, path, file)
+    if raw is None:
+        return None
     from cryptography import x509
 
-    raw = file.read_bytes()
     try:
         certificates = x509.load_pem_x509_certificates(raw) if b"-----BEGIN" in raw else \
             [x509.load_der_x509_certificate(raw)]
@@ -82,7 +84,9 @@ def _certificate_at(document: Document, path: FieldPath, what: str, many: bool =
 def _check_key(document: Document, path: FieldPath, file: Path, certificate: Any) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    raw = file.read_bytes()
+    raw = read_small(document, path, file)
+    if raw is None:
+        return
     try:
         key = serialization.load_pem_private_key(raw, password=None, unsafe_skip_rsa_key_validation=True) \
             if b"-----BEGIN" in raw else serialization.load_der_private_key(raw, password=None)
@@ -110,6 +114,17 @@ def _is_rsa(certificate: Any) -> bool:
     return isinstance(certificate.public_key(), rsa.RSAPublicKey)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _warn_if_shared(document: Document, path: FieldPath, file: Path) -> None:
-    if file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
         document.problem(path, f"{file} can be read by other users", f"chmod 600 {file}", severity="warning")

@@ -21,19 +21,25 @@ def search_dirs() -> list[Path]:
 
 def find_profile(name_or_path: str | Path) -> Path:
     """The file of a profile given by path or by name; ProfileError naming the folders searched."""
-    given = Path(name_or_path).expanduser()
-    if given.is_file():
-        return given
     text = str(name_or_path)
-    if given.exists():
-        raise ProfileError(f"{text}: not a file")
+    try:
+        given = Path(name_or_path).expanduser()
+        if given.is_file():
+            return given
+        if given.exists():
+            raise ProfileError(f"{text}: not a file")
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ProfileError(f"{text}: {getattr(error, 'strerror', None) or error}") from None
     if "/" not in text:
         names = [text] if text.endswith(SUFFIXES) else [text + suffix for suffix in SUFFIXES] + [text]
         for directory in search_dirs():
             for name in names:
                 candidate = directory / name
-                if candidate.is_file():
-                    return candidate
+                try:
+                    if candidate.is_file():
+                        return candidate
+                except (OSError, ValueError):
+                    continue
     looked = ", ".join(str(d) for d in search_dirs())
     raise ProfileError(f"profile {text!r} not found", hint=f"looked for a file, then in {looked}; "
                        "plexus init NAME writes one")

@@ -52,6 +52,9 @@ def check_template(document: Document) -> None:
     except LaunchError as error:
         document.problem(path, error.message, error.hint)
         return
+    except (OSError, ValueError, RuntimeError) as error:  # a name too long, ~nosuchuser, ...
+        document.problem(path, f"cannot look up template {name}: {getattr(error, 'strerror', None) or error}")
+        return
     common = get(document.data, ("payload", "vars"), dict) or {}
     entries = peers(document.data)
     missing_for: dict[str, list[tuple[int, Any]]] = {}
