@@ -4,6 +4,7 @@ right type, so that a value the schema already rejected gives one problem, not t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -37,10 +38,8 @@ def get(data: Any, path: FieldPath, kind: type | tuple[type, ...] = object) -> A
 def resolve_path(document: Document, path: FieldPath, text: str) -> Path:
     """A path as written at ``path``: relative to the folder of the file it was written in."""
     written = Path(text)
-    try:
+    with contextlib.suppress(RuntimeError):  # ~nosuchuser: keep it as written, the file check reports it
         written = written.expanduser()
-    except RuntimeError:  # ~user that does not exist: keep it as written, the file check reports it
-        pass
     return written if written.is_absolute() else document.file_of(path).parent / written
 
 
