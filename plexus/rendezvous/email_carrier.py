@@ -14,7 +14,7 @@ from plexus.rendezvous.mail import compose, send_mail, tls_context
 class EmailCarrier:
     """Implements ``plexus.rendezvous.base.Carrier`` over SMTP + IMAP."""
 
-    def __init__(self, profile: Profile, *, fast_interval: float = FAST_INTERVAL,
+    def __init__(self, profile: Profile, *, fast_interval: float | None = FAST_INTERVAL,
                  steady_poll: float | None = None) -> None:
         config = profile.rendezvous.email
         if config is None:

@@ -55,13 +55,13 @@ class LoginRefused(RendezvousError):
 class Inbox:
     """One IMAP connection to our mailbox folder, reopened when it drops. Use ``documents()`` from one task."""
 
-    def __init__(self, config: EmailRendezvous, password: str, our_id: str, *, fast_interval: float = FAST_INTERVAL,
-                 steady_poll: float | None = None) -> None:
+    def __init__(self, config: EmailRendezvous, password: str, our_id: str, *,
+                 fast_interval: float | None = FAST_INTERVAL, steady_poll: float | None = None) -> None:
         self._config = config
         self._password = password
         self._our_id = our_id
         self._context = tls_context(config.ca)
-        self._fast_interval = fast_interval
+        self._fast_interval = fast_interval  # None: no fast polling, IDLE (or poll) only
         self._steady_poll = steady_poll  # NOOP cadence instead of IDLE in the long wait (None: IDLE if offered)
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
@@ -74,6 +74,8 @@ class Inbox:
         self.uidplus = False
 
     def expect_reply(self, within: float) -> None:
+        if self._fast_interval is None:
+            return
         self._fast_until = max(self._fast_until, time.monotonic() + within)
         self._wake.set()
 
@@ -237,7 +239,7 @@ class Inbox:
     async def _wait_for_news(self) -> None:
         assert self._client is not None
         self._wake.clear()
-        if time.monotonic() < self._fast_until:
+        if self._fast_interval is not None and time.monotonic() < self._fast_until:
             await self._sleep(self._fast_interval, wake=False)
         elif self._steady_poll is not None and self._steady_poll < self._config.imap.poll:
             await self._sleep(self._steady_poll, wake=True)
@@ -298,10 +300,14 @@ def _number(pattern: bytes, lines: list[bytes | bytearray]) -> int | None:
 
 
 def _search_uids(lines: list[bytes | bytearray]) -> list[int]:
+    """UIDs of a SEARCH response (aioimaplib strips "* SEARCH"; the last line is the tagged status text)."""
     uids: list[int] = []
-    for line in lines:
-        if bytes(line).startswith(b"SEARCH"):
-            uids.extend(int(token) for token in bytes(line).split()[1:] if token.isdigit())
+    for line in lines[:-1]:
+        tokens = bytes(line).split()
+        if tokens and tokens[0] == b"SEARCH":
+            tokens = tokens[1:]
+        if tokens and all(token.isdigit() for token in tokens):
+            uids.extend(int(token) for token in tokens)
     return uids
 
 
