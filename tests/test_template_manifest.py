@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plexus.errors import LaunchError
 from plexus.launch.template import find_template, list_templates, load_template
@@ -67,7 +70,7 @@ def test_missing_template_names_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("manifest", "expected"),
     [
-        ("description: x\nargv: [true]\nneeds: [a]\nexport: {}\n", "export: unknown field"),
+        ("description: x\nargv: [true]\nneeds: [a]\nexport: {}\n", "'export': unknown field (did you mean 'exports'?)"),
         ("description: x\n", "argv: required"),
         ("argv: [true]\n", "description: required"),
         ("description: x\nargv: true\n", "argv: must be a list"),
@@ -106,3 +109,36 @@ def test_broken_user_template_is_reported_by_find_and_skipped_by_list(isolated_c
     assert "broken" not in {t.name for t in list_templates()}
     with pytest.raises(LaunchError, match="argv: required"):
         find_template("broken")
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+                     st.sampled_from(["{{ x", "{% if %}", "0600", "0666", "tls-cert", "a.j2", "../x", "{{ keys.k }}"]))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=8) | st.sampled_from(["name", "source", "mode"]), inner, max_size=3), max_leaves=8)
+_manifests = st.dictionaries(
+    st.sampled_from(["description", "needs", "keys", "exports", "files", "argv", "env", "ready", "ready_timeout",
+                     "failure", "extra"]), _values, max_size=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifest=_manifests)
+def test_random_manifests_load_or_fail_in_one_line(tmp_path: Path, manifest: dict[str, object]) -> None:
+    directory = tmp_path / "random"
+    directory.mkdir(exist_ok=True)
+    (directory / "a.j2").write_text("{{ inner.ip }}\n")
+    (directory / "template.yaml").write_text(yaml.safe_dump(manifest))
+    try:
+        load_template(directory)
+    except LaunchError as exc:
+        assert "\n" not in str(exc) and str(exc)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=200))
+def test_random_bytes_fail_in_one_line(tmp_path: Path, data: bytes) -> None:
+    directory = tmp_path / "bytes"
+    directory.mkdir(exist_ok=True)
+    (directory / "template.yaml").write_bytes(data)
+    with pytest.raises(LaunchError) as caught:
+        load_template(directory)
+    assert "\n" not in str(caught.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -103,6 +104,10 @@ def make_environment(template_dir: Path) -> jinja2.Environment:
     return env
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def user_templates_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "plexus" / "templates"
@@ -170,7 +175,7 @@ def load_template(path: Path) -> Template:
         mark = getattr(exc, "problem_mark", None)
         where = f"{manifest}:{mark.line + 1}:{mark.column + 1}" if mark else str(manifest)
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LaunchError(f"{where}: {problem}") from None
+        raise LaunchError(one_line(f"{where}: {problem}")) from None
     template = _parse(path, manifest, raw)
     _compile_all(template)
     return template
@@ -178,13 +183,15 @@ def load_template(path: Path) -> Template:
 
 def _parse(path: Path, manifest: Path, raw: object) -> Template:
     def bad(field_name: str, problem: str) -> LaunchError:
-        return LaunchError(f"{manifest}: {field_name}: {problem}")
+        return LaunchError(one_line(f"{manifest}: {field_name}: {problem}"))
 
     if not isinstance(raw, dict):
         raise LaunchError(f"{manifest}: must be a mapping with description and argv")
     unknown = sorted(set(map(str, raw)) - _FIELDS)
     if unknown:
-        raise bad(unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})")
+        close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(_FIELDS))}"
+        raise bad(repr(unknown[0]), f"unknown field ({hint})")
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         raise bad("description", "required, a one-line text")
@@ -297,11 +304,11 @@ def _compile_all(template: Template) -> None:
         try:
             env.from_string(text)
         except jinja2.TemplateSyntaxError as exc:
-            raise LaunchError(f"{template.path / MANIFEST}: {where}: {exc.message}") from None
+            raise LaunchError(one_line(f"{template.path / MANIFEST}: {where}: {exc.message}")) from None
     for spec in template.files:
         try:
             env.get_template(spec.source)
         except jinja2.TemplateSyntaxError as exc:
-            raise LaunchError(f"{template.path / spec.source}:{exc.lineno}: {exc.message}") from None
+            raise LaunchError(one_line(f"{template.path / spec.source}:{exc.lineno}: {exc.message}")) from None
         except UnicodeDecodeError:
             raise LaunchError(f"{template.path / spec.source}: not UTF-8 text") from None
