@@ -54,6 +54,14 @@ class Template:
     failure: str | None = None
     environment: jinja2.Environment = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
+    _compiled: dict[str, jinja2.Template] = field(repr=False, compare=False, default_factory=dict)
+
+    def compile(self, text: str) -> jinja2.Template:
+        """A Jinja text from the manifest, compiled once (render runs right after the handshake)."""
+        if text not in self._compiled:
+            self._compiled[text] = self.environment.from_string(text)
+        return self._compiled[text]
+
     def where(self, part: str) -> str:
         return f"template {self.name} ({self.path / part})"
 
@@ -302,7 +310,7 @@ def _compile_all(template: Template) -> None:
     texts |= {f"exports.{k}": text for k, text in template.exports.items()}
     for where, text in texts.items():
         try:
-            env.from_string(text)
+            template.compile(text)
         except jinja2.TemplateSyntaxError as exc:
             raise LaunchError(one_line(f"{template.path / MANIFEST}: {where}: {exc.message}")) from None
     for spec in template.files:

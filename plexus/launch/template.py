@@ -210,7 +210,7 @@ def _context(
 
 def _render_string(template: Template, text: str, context: dict[str, Any], where: str) -> str:
     try:
-        return template.environment.from_string(text).render(context)
+        return template.compile(text).render(context)
     except jinja2.TemplateError as exc:
         raise LaunchError(f"{template.path / MANIFEST}: {where}: {_message(exc)}") from None
     except Exception as exc:  # a filter or test failing on a bad value (e.g. int('x'))
