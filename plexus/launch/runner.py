@@ -58,6 +58,7 @@ class PayloadProcess:
         self._reader: asyncio.Task[None] | None = None
         self._secrets: list[str] = []
         self.ready = asyncio.Event()
+        self.failure: str | None = None  # an output line matching the template's `failure` pattern
 
     async def start(self) -> None:
         self.run_dir = make_run_dir(f"{self.context.host_id}-{self.peer}")
@@ -81,6 +82,7 @@ class PayloadProcess:
     async def _read_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         ready = re.compile(self.template.ready) if self.template.ready else None
+        failure = re.compile(self.template.failure) if self.template.failure else None
         prefix = f"{self.template.name}[{self.peer}]"
         while True:
             raw = await self.process.stdout.readline()
@@ -91,6 +93,19 @@ class PayloadProcess:
             if ready is not None and not self.ready.is_set() and ready.search(line):
                 self.ready.set()
                 self.report(Event("payload", "info", "ready", self.peer, data={"pid": self.process.pid}))
+            if failure is not None and self.failure is None and failure.search(line):
+                self.failure = line  # e.g. openvpn's tls-exit / ping-exit, which still exit with 0
+
+    async def watch_ready(self) -> None:
+        """Stop a payload that never says it is up (a peer that fails its own authentication, say)."""
+        if not self.template.ready:
+            return
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.template.ready_timeout)
+        except TimeoutError:
+            self.failure = f"not ready within {self.template.ready_timeout:g} s"
+            self.report(Event("payload", "fail", self.failure, self.peer))
+            await self.terminate()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -109,7 +124,8 @@ class PayloadProcess:
             raise
         finally:
             await self._finish()
-        return 128 - code if code < 0 else code
+        code = 128 - code if code < 0 else code
+        return 1 if code == 0 and self.failure else code
 
     async def terminate(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.returncode is not None:
@@ -147,7 +163,12 @@ async def run_payload(template: Template, prepared: Prepared, context: SessionCo
     assert payload.process is not None
     report(Event("launch", "ok", f"{template.name} pid {payload.process.pid}", context.peer_id,
                  time.monotonic() - started, {"pid": payload.process.pid}))
-    code = await payload.wait()
-    report(Event("payload", "ok" if code == 0 else "fail", f"exited with {code}", context.peer_id,
+    watchdog = asyncio.get_running_loop().create_task(payload.watch_ready())
+    try:
+        code = await payload.wait()
+    finally:
+        watchdog.cancel()
+    reason = f" ({payload.failure})" if payload.failure else ""
+    report(Event("payload", "ok" if code == 0 else "fail", f"exited with {code}{reason}", context.peer_id,
                  time.monotonic() - started, {"exit_code": code}))
     return code
