@@ -102,7 +102,9 @@ def unseal(blob: bytes, ours: Identity, known: list[x509.Certificate]) -> tuple[
     try:
         signed = pkcs7.pkcs7_decrypt_der(blob, ours.certificate, ours.key, [])
     except ValueError as error:
-        raise SmimeError(f"cannot decrypt: {error}") from None
+        reason = "not encrypted to our certificate" if "recipient" in str(error).lower() else \
+            "not a valid S/MIME envelope"
+        raise SmimeError(f"cannot decrypt: {reason}") from None
     content, signature = _split_signed(signed)
     return content, _verify(content, signature, known)
 
