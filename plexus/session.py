@@ -34,6 +34,7 @@ class _Local:
     """One session's local side: the port that asked STUN, what STUN saw, and the payload's fresh keys."""
 
     port: UdpPort
+    inner: tuple[str, int]  # our local address as the kernel routes toward STUN (not 0.0.0.0), and the port
     outer: tuple[str, int]
     mapping: str
     template: Template
@@ -47,12 +48,13 @@ def _template(profile: Profile) -> Template:
     return find_template(profile.payload.template, profile.path.parent if profile.path else None)
 
 
-async def _discover(profile: Profile, port: UdpPort, report: Reporter, peer: str | None) -> tuple[tuple[str, int], str]:
+async def _discover(profile: Profile, port: UdpPort, report: Reporter,
+                    peer: str | None) -> tuple[tuple[str, int], tuple[str, int], str]:
     with phase(report, "nat", "asking STUN", peer) as result:
         found = await discover(port, profile.stun)
         result["message"] = f"public {found.outer[0]}:{found.outer[1]}, {found.mapping} mapping"
         result.update(inner=list(found.inner), outer=list(found.outer), mapping=found.mapping)
-    return found.outer, found.mapping
+    return found.inner, found.outer, found.mapping
 
 
 async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreement, report: Reporter,
@@ -68,11 +70,10 @@ async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreemen
                 opener=opener)
             result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]}"
             result.update(sent=punched.stats.sent, received=punched.stats.received, dropped=punched.stats.dropped)
-        inner = local.port.local
     finally:
         local.port.close()  # the payload binds this port next, while the NAT mapping is warm
     context = SessionContext(
-        inner=inner, outer=local.outer, peer=punched.peer, secret=agreement.secret, host_id=profile.host.id,
+        inner=local.inner, outer=local.outer, peer=punched.peer, secret=agreement.secret, host_id=profile.host.id,
         peer_id=peer_id, role=agreement.role, peer_values=dict(agreement.peer_exports),
         vars=profile.payload_vars(agreement.peer))
     return await run_payload(local.template, local.prepared, context, report)
@@ -89,7 +90,7 @@ def _refusal_reason(mapping: str) -> str | None:
 async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], peer: Peer, report: Reporter) -> int:
     port = await UdpPort.bind(profile.stun.bind)
     try:
-        outer, mapping = await _discover(profile, port, report, peer.id)  # while the mailbox connects
+        inner, outer, mapping = await _discover(profile, port, report, peer.id)  # while the mailbox connects
         exchange = await connected
         reason = _refusal_reason(mapping)
         if reason is not None:
@@ -97,7 +98,7 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
                 await exchange.notify_refusal(peer, reason)
             raise NatError(reason)
         template = _template(profile)
-        local = _Local(port, outer, mapping, template, prepare(template))
+        local = _Local(port, inner, outer, mapping, template, prepare(template))
         with phase(report, "offer-sent", f"invite to {peer.id}", peer.id):
             started = time.monotonic()
             agreement = await exchange.invite(peer, local.offer())
@@ -142,13 +143,13 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
     peer_id = invite.peer.id
     port = await UdpPort.bind(profile.stun.bind)
     try:
-        outer, mapping = await _discover(profile, port, report, peer_id)
+        inner, outer, mapping = await _discover(profile, port, report, peer_id)
         reason = _refusal_reason(mapping)
         if reason is not None:
             await exchange.refuse(invite, reason)
             raise NatError(reason)
         template = _template(profile)
-        local = _Local(port, outer, mapping, template, prepare(template))
+        local = _Local(port, inner, outer, mapping, template, prepare(template))
         # Open our NAT toward the peer before our answer leaves: by the time the initiator punches, the hole exists.
         opener = Opener(port, invite.endpoint, profile.punch.hops, profile.punch.interval, profile.punch.timeout)
         opener.start()
