@@ -20,6 +20,7 @@ from cryptography import x509
 from plexus.errors import LabError
 from plexus.lab import Lab, network, system
 from plexus.lab.topology import Topology
+from plexus.profile import load as load_profile
 
 pytestmark = pytest.mark.lab
 PROBES = [sys.executable, "-m", "plexus.lab.probes"]
@@ -187,9 +188,22 @@ def test_site_profiles_and_certificates(lab: Lab) -> None:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.RFC822Name) == [f"{user}@plexus.test"]
         assert oct(lab.key(user).stat().st_mode & 0o777) == "0o600"
-    variant = lab.write_profile("a", "bob-psk", authentication="psk", punch={"hops": 3})
+        loaded = load_profile(lab.profile_dir(site) / f"{name}.yaml")  # the real loader accepts it as is
+        assert (loaded.host.id, loaded.role, loaded.punch.hops) == (user, role, 2)
+        assert loaded.rendezvous.email is not None and loaded.rendezvous.email.ca == lab.ca
+
+
+def test_write_profile_variants(lab: Lab, tmp_path: Path) -> None:
+    variant = lab.write_profile("a", "bob-psk", authentication="psk", punch={"hops": 3}, directory=tmp_path)
     document = yaml.safe_load(variant.read_text())
     assert document["rendezvous"]["authentication"] == "psk" and document["punch"] == {"hops": 3, "timeout": "20s"}
+    profile = load_profile(variant)
+    assert profile.rendezvous.authentication.psk is not None
+    assert profile.rendezvous.authentication.psk.source == "PLEXUS_LAB_PSK" and lab.env("a")["PLEXUS_LAB_PSK"]
+    polling = lab.write_profile("b", "alice-poll", directory=tmp_path,
+                                rendezvous={"email": {"imap": {"host": lab.mail_host_no_idle, "idle": False}}})
+    imap = load_profile(polling).rendezvous.email.imap  # type: ignore[union-attr]
+    assert (imap.host, imap.idle, imap.port) == (lab.mail_host_no_idle, False, 993)
 
 
 def test_lab_exec_gives_the_site_environment(lab: Lab) -> None:

@@ -80,6 +80,7 @@ class Lab:
             lab.state.create()
             lab.state.save_config(lab._config)
             passwords = {user: lab.state.make_password(user) for user in SITE_USERS.values()}
+            lab.state.make_password("psk")  # PLEXUS_LAB_PSK: the shared key of psk profile variants
             with ThreadPoolExecutor(1) as pool:  # key generation overlaps with building the network
                 made = pool.submit(pki.make_pki, lab.state.pki, lab=lab.name, users=list(passwords),
                                    domain=MAIL_DOMAIN, server_name=f"mail.{MAIL_DOMAIN}",
@@ -215,11 +216,13 @@ class Lab:
     # running things in a site ---------------------------------------------------------------------------
     def env(self, site: Site, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a site: PLEXUS_PROFILE_PATH, PLEXUS_MAIL_PASSWORD, PLEXUS_LAB_LOGIN (the site's
-        mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, and PYTHONPATH reaching this plexus."""
+        mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, PLEXUS_LAB_PSK (one key shared by all sites, for psk
+        profile variants), and PYTHONPATH reaching this plexus."""
         env = dict(os.environ)
         # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
-        env.update({"PLEXUS_LAB_CA": str(self.ca), "PLEXUS_LAB_NAME": self.name})
+        env.update({"PLEXUS_LAB_CA": str(self.ca), "PLEXUS_LAB_NAME": self.name,
+                    "PLEXUS_LAB_PSK": self.state.password("psk")})
         if site in SITES:
             env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
                         "PLEXUS_MAIL_PASSWORD": self.password(site)})

@@ -52,6 +52,13 @@ ssl_cert = <{pki}/mail.crt
 ssl_key = <{pki}/mail.key
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+# answer a wrong password at once (default: 2 s, growing per failure from one address) so tests stay fast
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%n {mail}/users

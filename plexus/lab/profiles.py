@@ -91,9 +91,14 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+HOPS_COMMENT = ("# hops 2: our NAT forwards the opening packet (TTL 2 -> 1), the first router behind it drops it,\n"
+                "# so it opens our NAT and never reaches the peer's (any 2 <= hops <= path length + 1 would do)\n")
+
+
 def dump(document: dict[str, Any], path: Path, comment: str = "") -> Path:
     text = _schema_line() + (f"# {comment}\n" if comment else "")
-    text += yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+    body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+    text += body.replace("\npunch: {hops: 2,", "\n" + HOPS_COMMENT + "punch: {hops: 2,", 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
