@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from plexus.errors import LabError
-from plexus.lab import system
+from plexus.lab import network, system
 from plexus.lab.lab import Lab
-from plexus.lab.topology import SITES
+from plexus.lab.topology import MAX_PATH_LENGTH, SITES, Topology
 
 
 def run_lab(args: argparse.Namespace) -> int:
@@ -25,7 +25,9 @@ def run_lab(args: argparse.Namespace) -> int:
     if command == "exec":
         return _exec(args)
     if command == "demo":
-        raise LabError("plexus lab demo is not yet implemented", hint="use plexus lab up and plexus lab exec")
+        from plexus.lab.demo import run_demo
+
+        return run_demo(args)
     raise LabError("which lab command?", hint="plexus lab up | down | status | exec SITE -- COMMAND")
 
 
@@ -53,7 +55,8 @@ def _up(args: argparse.Namespace) -> int:
 def _down() -> int:
     system.check_host()
     lab = Lab()
-    if not lab.state.exists():
+    leftovers = network.existing_namespaces(Topology(lab.name, MAX_PATH_LENGTH).namespaces())
+    if not lab.state.exists() and not leftovers:
         print(f"lab {lab.name!r} is not up; nothing to remove")
         return 0
     started = time.monotonic()
