@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plexus.errors import PlexusError  # noqa: E402
-from plexus.lab import Lab  # noqa: E402
+from plexus.errors import PlexusError
+from plexus.lab import Lab
 
 PROBES = [sys.executable, "-m", "plexus.lab.probes"]
 

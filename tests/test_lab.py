@@ -19,10 +19,9 @@ from cryptography import x509
 
 from plexus.errors import LabError
 from plexus.lab import Lab, network, system
-from plexus.lab.topology import Topology
+from plexus.lab.topology import Topology, chain_subnet_prefix
 from plexus.profile import load as load_profile
 
-pytestmark = pytest.mark.lab
 PROBES = [sys.executable, "-m", "plexus.lab.probes"]
 
 
@@ -50,6 +49,7 @@ def bound_socket(lab: Lab, site: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.lab
 def test_stun_reports_the_nat_outside_address(lab: Lab) -> None:
     with bound_socket(lab, "a") as sock:
         host, port = stun_mapped(sock, lab.stun_primary)
@@ -58,6 +58,7 @@ def test_stun_reports_the_nat_outside_address(lab: Lab) -> None:
         assert port == sock.getsockname()[1]  # MASQUERADE keeps a free source port
 
 
+@pytest.mark.lab
 def test_eim_maps_primary_and_alternate_alike(lab: Lab) -> None:
     assert lab.nat("b") == "eim"
     with bound_socket(lab, "b") as sock:
@@ -67,6 +68,7 @@ def test_eim_maps_primary_and_alternate_alike(lab: Lab) -> None:
     assert primary[0] == lab.nat_outside_address("b")
 
 
+@pytest.mark.lab
 def test_symmetric_maps_each_destination_anew(lab: Lab) -> None:
     assert lab.nat("c") == "symmetric"
     with bound_socket(lab, "c") as sock:
@@ -76,6 +78,7 @@ def test_symmetric_maps_each_destination_anew(lab: Lab) -> None:
     assert primary[1] != alternate[1]
 
 
+@pytest.mark.lab
 def test_set_nat_changes_the_mapping_at_once(lab: Lab, lab_settings: Any) -> None:
     lab_settings.set_nat("a", "symmetric")
     with bound_socket(lab, "a") as sock:
@@ -90,6 +93,7 @@ def _input_drops(lab: Lab, site: str) -> int:
     return sum(int(line.split()[0]) for line in done.stdout.splitlines() if " DROP " in f" {line} ")
 
 
+@pytest.mark.lab
 def test_unsolicited_packet_to_a_nat_is_dropped(lab: Lab) -> None:
     with bound_socket(lab, "a") as inside, bound_socket(lab, "srv") as outside:
         inside.settimeout(0.3)
@@ -108,6 +112,7 @@ def test_unsolicited_packet_to_a_nat_is_dropped(lab: Lab) -> None:
         assert inside.recvfrom(100)[0] == b"reply"
 
 
+@pytest.mark.lab
 def test_opening_packets_with_the_profile_hops_die_between_the_nats(lab: Lab, site_run: Any) -> None:
     hops = yaml.safe_load((lab.profile_dir("a") / "bob.yaml").read_text())["punch"]["hops"]
     done = site_run("a", ["ping", "-c1", "-W1", "-t", str(hops), lab.nat_outside_address("b")])
@@ -117,6 +122,7 @@ def test_opening_packets_with_the_profile_hops_die_between_the_nats(lab: Lab, si
     assert reached.returncode == 0, reached.stdout
 
 
+@pytest.mark.lab
 def test_netem_delays_the_outside_links(lab: Lab, lab_settings: Any, site_run: Any) -> None:
     lab_settings.set_netem(delay_ms=40)
     done = site_run("a", ["ping", "-c1", "-W2", lab.stun_primary[0]])
@@ -125,6 +131,7 @@ def test_netem_delays_the_outside_links(lab: Lab, lab_settings: Any, site_run: A
     assert rtt >= 80  # 40 ms out through the NAT's wan, 40 ms back through its lan
 
 
+@pytest.mark.lab
 def test_mail_from_alice_is_seen_by_bobs_idle(lab: Lab, site_run: Any, site_spawn: Any) -> None:
     watcher = site_spawn("b", [*PROBES, "idle", "--count", "1", "--timeout", "20"])
     watcher.wait_for('"ready"', timeout=10)
@@ -135,11 +142,13 @@ def test_mail_from_alice_is_seen_by_bobs_idle(lab: Lab, site_run: Any, site_spaw
     assert watcher.wait(timeout=10) == 0
 
 
+@pytest.mark.lab
 def test_starttls_submission_delivers_too(lab: Lab, site_run: Any) -> None:
     sent = site_run("c", [*PROBES, "send", "--to", "alice", "--port", "587"])
     assert sent.returncode == 0, sent.stdout + sent.stderr
 
 
+@pytest.mark.lab
 def test_wrong_password_is_refused(lab: Lab, site_run: Any) -> None:
     refused = site_run("a", [*PROBES, "--password", "not-the-password", "login"])
     assert json.loads(refused.stdout) == {"ok": False}
@@ -149,6 +158,7 @@ def test_wrong_password_is_refused(lab: Lab, site_run: Any) -> None:
     assert smtp.returncode == 1 and "SMTPAuthenticationError" in smtp.stdout
 
 
+@pytest.mark.lab
 def test_tls_is_verified_against_the_lab_ca(lab: Lab, site_run: Any, tmp_path: Path) -> None:
     other_ca = tmp_path / "other-ca.crt"
     other_ca.write_bytes((lab.state.pki / "alice.crt").read_bytes())  # a certificate that signed nothing
@@ -156,6 +166,7 @@ def test_tls_is_verified_against_the_lab_ca(lab: Lab, site_run: Any, tmp_path: P
     assert done.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in done.stdout
 
 
+@pytest.mark.lab
 def test_second_mail_address_does_not_offer_idle(lab: Lab, site_run: Any) -> None:
     plain = json.loads(site_run("a", [*PROBES, "capability"]).stdout)["capability"]
     polling = json.loads(site_run("a", [*PROBES, "--host", lab.mail_host_no_idle, "capability"]).stdout)
@@ -163,12 +174,14 @@ def test_second_mail_address_does_not_offer_idle(lab: Lab, site_run: Any) -> Non
     assert "IDLE" not in polling["capability"] and "IMAP4rev1" in polling["capability"]
 
 
+@pytest.mark.lab
 def test_restart_mail_keeps_the_mailboxes(lab: Lab, site_run: Any) -> None:
     lab.restart_mail()
     assert json.loads(site_run("b", [*PROBES, "login"]).stdout) == {"ok": True}
     assert site_run("a", [*PROBES, "send", "--to", "carol"]).returncode == 0
 
 
+@pytest.mark.lab
 def test_site_profiles_and_certificates(lab: Lab) -> None:
     ca = x509.load_pem_x509_certificate(lab.ca.read_bytes())
     expected = {"a": ("bob", "alice", "initiate", ["bob"]), "b": ("alice", "bob", "accept", ["alice", "carol"]),
@@ -193,6 +206,7 @@ def test_site_profiles_and_certificates(lab: Lab) -> None:
         assert loaded.rendezvous.email is not None and loaded.rendezvous.email.ca == lab.ca
 
 
+@pytest.mark.lab
 def test_write_profile_variants(lab: Lab, tmp_path: Path) -> None:
     variant = lab.write_profile("a", "bob-psk", authentication="psk", punch={"hops": 3}, directory=tmp_path)
     document = yaml.safe_load(variant.read_text())
@@ -206,6 +220,7 @@ def test_write_profile_variants(lab: Lab, tmp_path: Path) -> None:
     assert (imap.host, imap.idle, imap.port) == (lab.mail_host_no_idle, False, 993)
 
 
+@pytest.mark.lab
 def test_lab_exec_gives_the_site_environment(lab: Lab) -> None:
     env = {**os.environ, "PLEXUS_LAB_NAME": lab.name}
     done = subprocess.run([sys.executable, "-m", "plexus.cli", "lab", "exec", "b", "--", "sh", "-c",
@@ -219,6 +234,7 @@ def test_lab_exec_gives_the_site_environment(lab: Lab) -> None:
     assert json.loads(status.stdout)["up"] is True
 
 
+@pytest.mark.lab
 def test_lab_down_leaves_no_namespace_and_no_process(lab: Lab) -> None:
     other = Lab.up(f"{lab.name}-2", force=True)  # a second lab beside the session's: they must not collide
     try:
@@ -235,6 +251,7 @@ def test_lab_down_leaves_no_namespace_and_no_process(lab: Lab) -> None:
     assert lab.is_up()  # the session's lab is untouched
 
 
+@pytest.mark.lab
 def test_down_removes_a_half_built_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     from plexus.lab import mail
 
@@ -258,8 +275,81 @@ def test_down_removes_a_half_built_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch
     assert not half.state.dir.exists()
 
 
+@pytest.mark.lab
 def test_lab_up_reports_an_existing_lab(lab: Lab) -> None:
     started = time.monotonic()
     again = Lab.up(lab.name)  # no force: the running lab is kept as it is
     assert time.monotonic() - started < 1 and again.is_up()
     assert again.state.pids() == lab.state.pids()
+
+
+@pytest.mark.lab
+def test_path_length_puts_n_routers_between_the_nats(lab: Lab) -> None:
+    def last_hop_before_bobs_nat(probe: Lab) -> str:
+        """The router that drops a packet from a to b's NAT with TTL path_length + 1."""
+        ttl = probe.topology.path_length + 1  # a's NAT and N routers each take one
+        done = probe.run("a", ["ping", "-c1", "-W1", "-t", str(ttl), probe.nat_outside_address("b")])
+        return done.stdout.split("From ")[1].split()[0] if "Time to live exceeded" in done.stdout else done.stdout
+
+    # the router right before bob's NAT answers from its address towards alice (its hub side)
+    assert last_hop_before_bobs_nat(lab) == chain_subnet_prefix("b", 1) + ".2"
+    other = Lab.up(f"{lab.name}-4", path_length=4, nat={"b": "none"}, force=True)
+    try:
+        assert len(other.topology.routers("a")) + 1 + len(other.topology.routers("b")) == 4
+        assert last_hop_before_bobs_nat(other) == chain_subnet_prefix("b", 1) + ".2"
+        # NAT kind none: bob's host answers at its own address behind N + 2 forwarding hops (both NATs)
+        short = other.run("a", ["ping", "-c1", "-W1", "-t", "6", other.host_address("b")])
+        reached = other.run("a", ["ping", "-c1", "-W1", "-t", "7", other.host_address("b")])
+        assert short.returncode != 0 and reached.returncode == 0, short.stdout + reached.stdout
+        assert other.public_address("b") == other.host_address("b")
+    finally:
+        other.down()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "plexus.cli", *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **(env or {})})
+
+
+def test_lab_needs_root_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from plexus.cli import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["lab", "up"]) == 7
+    assert capsys.readouterr().err == "plexus: the lab needs root (it creates network namespaces) (run it with sudo)\n"
+
+
+def test_missing_package_is_named_with_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, **kw: None if name == "turnserver" else real_which(name, **kw))
+    with pytest.raises(LabError) as raised:
+        system.check_host()
+    assert str(raised.value) == ("the lab needs the Debian package(s) coturn "
+                                 "(apt-get install -y --no-install-recommends coturn)")
+
+
+def test_lab_commands_on_a_lab_that_is_not_up() -> None:
+    env = {"PLEXUS_LAB_NAME": "plexus-nolab"}
+    done = _cli("lab", "exec", "a", "--", "true", env=env)
+    assert (done.returncode, done.stderr.strip()) == (7, "plexus: lab 'plexus-nolab' is not up (plexus lab up)")
+    assert _cli("lab", "status", env=env).returncode == 1
+    down = _cli("lab", "down", env=env)
+    assert down.returncode == 0 and "nothing to remove" in down.stdout
+
+
+def test_topology_addresses_and_names() -> None:
+    topology = Topology("x", path_length=5)
+    assert [len(topology.routers(s)) for s in "abc"] == [2, 2, 2]
+    assert topology.namespaces()[:2] == ["x-inet", "x-srv"]
+    assert all(len(link.if1) <= 15 and len(link.if2) <= 15 for link in topology.links())
+    addresses = [a.split("/")[0] for link in topology.links() for a in (link.addr1, link.addr2)]
+    assert len(addresses) == len(set(addresses)) and all(a.startswith("198.18.") for a in addresses)
+    assert [len(Topology("x", path_length=n).routers("a")) + 1 + len(Topology("x", path_length=n).routers("b"))
+            for n in (1, 2, 3, 4, 39)] == [1, 2, 3, 4, 39]
+    with pytest.raises(ValueError):
+        Topology("x", path_length=0)
+    assert "--random-fully" in network.nat_rules("symmetric") and "INPUT -i wan -j DROP" in network.nat_rules("eim")
+    assert "INPUT" not in network.nat_rules("eim-bare").split("*filter")[1].replace(":INPUT ACCEPT", "")
+    assert "MASQUERADE" not in network.nat_rules("none")

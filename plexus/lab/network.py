@@ -19,7 +19,7 @@ import sys
 from plexus.errors import LabError
 from plexus.lab import daemons, system
 from plexus.lab.state import LabState
-from plexus.lab.topology import SITES, SOURCE_ROOT, NatKind, Topology
+from plexus.lab.topology import MAX_PATH_LENGTH, SITES, SOURCE_ROOT, NatKind, Topology
 
 
 def build(topology: Topology, state: LabState) -> None:
@@ -48,8 +48,8 @@ def build(topology: Topology, state: LabState) -> None:
 
 def destroy(state: LabState) -> None:
     """Stop whatever still runs in the lab's namespaces and delete them (namespaces that never got created
-    are skipped)."""
-    namespaces = state.namespaces()
+    are skipped). Without a journal (state directory lost), every name this lab could have used is tried."""
+    namespaces = state.namespaces() or existing_namespaces(Topology(state.name, MAX_PATH_LENGTH).namespaces())
     system.stop_pids(system.netns_pids(namespaces), grace=0.5)
     if namespaces:
         system.run(["ip", "-force", "-batch", "-"], check=False,
