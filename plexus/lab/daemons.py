@@ -55,18 +55,32 @@ def start(state: LabState, namespace: str, label: str, argv: Sequence[str], *, p
     return process.pid
 
 
-def wait_until(check: Callable[[], bool], what: str, state: LabState, *, timeout: float = 5.0,
-               pids: Sequence[int] = ()) -> None:
-    """Poll ``check`` (bounded) until it is true; a daemon that died or a timeout is a LabError."""
+def wait_until(check: Callable[[], bool], what: str, state: LabState, *, timeout: float = 10.0,
+               pids: Sequence[int] = (), logs: Sequence[str] = ()) -> None:
+    """Poll ``check`` (bounded) until it is true; a daemon that died or a timeout is a LabError quoting the
+    last line of the daemon's logs (``logs``: file names under log/; the state directory goes at lab down)."""
     deadline = time.monotonic() + timeout
+    problem = f"did not come up within {timeout:g} s"
     while time.monotonic() < deadline:
         if check():
             return
-        for pid in pids:
-            if not system.alive(pid):
-                raise LabError(f"{what} exited during start", hint=f"see {state.logs}")
+        if any(not system.alive(pid) for pid in pids):
+            problem = "exited during start"
+            break
         time.sleep(0.02)
-    raise LabError(f"{what} did not come up within {timeout:g} s", hint=f"see {state.logs}")
+    raise LabError(f"{what} {problem}", hint=_last_log_line(state, logs) or "no log output")
+
+
+def _last_log_line(state: LabState, logs: Sequence[str]) -> str:
+    for name in logs:
+        try:
+            lines = [line.strip() for line in (state.logs / name).read_text(errors="replace").splitlines()]
+        except OSError:
+            continue
+        meaningful = [line for line in lines if line and "Protocol not supported" not in line]
+        if meaningful:
+            return f"{name}: {meaningful[-1][:200]}"
+    return ""
 
 
 def tcp_ready(namespace: str, endpoints: Sequence[tuple[str, int]]) -> bool:

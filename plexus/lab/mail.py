@@ -149,7 +149,7 @@ def write_config(topology: Topology, state: LabState, passwords: dict[str, str])
     (state.etc / "hosts").write_text("\n".join(hosts) + "\n")
 
 
-def start(topology: Topology, state: LabState, *, timeout: float = 5.0) -> None:
+def start(topology: Topology, state: LabState, *, timeout: float = 10.0) -> None:
     """Start dovecot and OpenSMTPD in srv and wait until IMAPS, submission and the relay accept connections."""
     srv = topology.ns("srv")
     dovecot = daemons.start(state, srv, "dovecot", ["dovecot", "-F", "-c", str(state.mail / "dovecot.conf")],
@@ -159,7 +159,8 @@ def start(topology: Topology, state: LabState, *, timeout: float = 5.0) -> None:
     endpoints = [(MAIL_HOST, IMAPS_PORT), (MAIL_HOST, SMTPS_PORT), (MAIL_HOST, SUBMISSION_PORT),
                  (MAIL_HOST_NO_IDLE, IMAPS_PORT), ("127.0.0.1", 25), ("127.0.0.1", 24)]
     daemons.wait_until(lambda: daemons.tcp_ready(srv, endpoints), "mail server (dovecot + OpenSMTPD)", state,
-                       timeout=timeout, pids=[dovecot, smtpd])
+                       timeout=timeout, pids=[dovecot, smtpd],
+                       logs=["dovecot.out", "dovecot.log", "smtpd.out"])
 
 
 def stop(state: LabState) -> None:

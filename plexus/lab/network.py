@@ -83,8 +83,7 @@ def set_nat(topology: Topology, site: str, kind: NatKind, *, flush: bool = True)
     ns = topology.nat_ns(site)
     system.run(["ip", "netns", "exec", ns, "iptables-restore"], input=nat_rules(kind))
     if flush:
-        # "0 flow entries have been deleted" goes to stderr with rc 0; an empty table is not an error
-        system.run(["ip", "netns", "exec", ns, "conntrack", "-F"], check=False)
+        system.flush_conntrack(ns)
 
 
 def set_netem(topology: Topology, state: LabState, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
@@ -97,15 +96,16 @@ def set_netem(topology: Topology, state: LabState, loss_pct: float = 0.0, delay_
     labels = [f"shaper-{site}" for site in SITES]
     daemons.stop(state, labels, grace=0.5)
     if delay_ms > 0:
+        started = {}
         for site, label in zip(SITES, labels, strict=True):
             (state.logs / f"{label}.out").unlink(missing_ok=True)
-            daemons.start(state, topology.nat_ns(site), label,
-                          [sys.executable, "-m", "plexus.lab.shaper", "--delay-ms", f"{delay_ms:g}"],
-                          env={"PYTHONPATH": SOURCE_ROOT})
-        for label in labels:
+            started[label] = daemons.start(state, topology.nat_ns(site), label,
+                                           [sys.executable, "-m", "plexus.lab.shaper", "--delay-ms", f"{delay_ms:g}"],
+                                           env={"PYTHONPATH": SOURCE_ROOT})
+        for label, pid in started.items():
             log = state.logs / f"{label}.out"
             daemons.wait_until(lambda log=log: log.exists() and "delaying" in log.read_text(),  # type: ignore[misc]
-                               f"delay shaper {label}", state, pids=[state.pids()[label]])
+                               f"delay shaper {label}", state, pids=[pid], logs=[f"{label}.out"])
     rules = ["*mangle", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
              ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
     if loss_pct > 0:

@@ -25,10 +25,10 @@ def start(topology: Topology, state: LabState, *, wait: bool = True) -> None:
         wait_ready(topology, state)
 
 
-def wait_ready(topology: Topology, state: LabState, *, timeout: float = 5.0) -> None:
+def wait_ready(topology: Topology, state: LabState, *, timeout: float = 10.0) -> None:
     pid = state.pids().get("turnserver")
     daemons.wait_until(lambda: answers(topology.ns("srv")), "STUN server (coturn)", state, timeout=timeout,
-                       pids=[pid] if pid else [])
+                       pids=[pid] if pid else [], logs=["turnserver.out", "turnserver.log"])
 
 
 def answers(namespace: str) -> bool:

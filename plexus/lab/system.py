@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +24,6 @@ REQUIRED_COMMANDS = {
     "ip": "iproute2",
     "tc": "iproute2",
     "iptables-restore": "iptables",
-    "conntrack": "conntrack",
     "turnserver": "coturn",
     "dovecot": "dovecot-imapd dovecot-lmtpd dovecot-submissiond",
     "smtpd": "opensmtpd",
@@ -203,3 +203,27 @@ def with_descendants(pids: Iterable[int]) -> list[int]:
             found.append(pid)
             todo += children.get(pid, [])
     return found
+
+
+_NETLINK_NETFILTER = 12
+_CTNETLINK_DELETE = (1 << 8) | 2  # subsystem ctnetlink, IPCTNL_MSG_CT_DELETE
+_NLM_F_REQUEST, _NLM_F_ACK, _NLMSG_ERROR = 1, 4, 2
+
+
+def flush_conntrack(namespace: str) -> None:
+    """Forget every IPv4 connection tracking entry of ``namespace`` (what ``conntrack -F`` does: a ctnetlink
+    delete without attributes), so flows are mapped afresh by the current NAT rules."""
+    def flush() -> None:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
+            sock.settimeout(2)
+            sock.bind((0, 0))
+            body = struct.pack("!BBH", socket.AF_INET, 0, 0)  # nfgenmsg: family, version, resource id
+            sock.send(struct.pack("=IHHII", 16 + len(body), _CTNETLINK_DELETE, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0)
+                      + body)
+            reply = sock.recv(4096)
+            msg_type = struct.unpack_from("=H", reply, 4)[0]
+            error = -struct.unpack_from("=i", reply, 16)[0] if msg_type == _NLMSG_ERROR else 0
+            if error:
+                raise LabError(f"cannot flush connection tracking in {namespace}: {os.strerror(error)}")
+
+    in_netns(namespace, flush)
