@@ -14,6 +14,8 @@ skipped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
@@ -39,14 +41,40 @@ def lab() -> Iterator[Any]:
     """The session's network lab (a ``plexus.lab.Lab``), built fresh and removed at the end."""
     from plexus.lab import Lab
 
-    try:
-        instance = Lab.up(LAB_NAME, force=True)
-    except PlexusError as error:
-        pytest.fail(f"the network lab is needed and could not be built: {error}", pytrace=False)
-    try:
-        yield instance
-    finally:
-        instance.down()
+    with _session_lock(LAB_NAME):
+        try:
+            instance = Lab.up(LAB_NAME, force=True)
+        except PlexusError as error:
+            pytest.fail(f"the network lab is needed and could not be built: {error}", pytrace=False)
+        try:
+            yield instance
+        finally:
+            instance.down()
+
+
+@contextlib.contextmanager
+def _session_lock(name: str, wait: float = 600.0) -> Iterator[None]:
+    """One test session per lab name at a time: another session using the same name waits (bounded) instead
+    of rebuilding the lab under the first one's feet. Set PLEXUS_LAB_NAME to run sessions side by side."""
+    if os.geteuid() != 0:
+        yield  # Lab.up will fail with the reason
+        return
+    path = Path("/run/lock") / f"plexus-lab-{name}.lock"
+    with path.open("a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"lab {name!r} stayed in use by another test session for {wait:g} s "
+                                "(set PLEXUS_LAB_NAME to a name of your own)", pytrace=False)
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture

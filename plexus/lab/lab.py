@@ -111,11 +111,11 @@ class Lab:
         self._config = None
 
     def is_up(self) -> bool:
-        """True when this lab was completely built and all its namespaces still exist."""
-        if not self.state.config_file.exists():
+        """True when this lab was completely built, all its namespaces exist and its servers run."""
+        if not self.state.config_file.exists() or not self.config.get("complete"):
             return False
-        config = self.config
-        return bool(config.get("complete")) and \
+        running = self.state.pids()
+        return all(label in running for label in DAEMON_LABELS) and \
             len(network.existing_namespaces(self.namespaces())) == len(self.namespaces())
 
     @property
@@ -137,7 +137,7 @@ class Lab:
         if not self.state.exists():
             return {"name": self.name, "up": False}
         config = self.config
-        pids = self.state.pids()
+        recorded = self.state.recorded()
         return {
             "name": self.name,
             "up": self.is_up(),
@@ -146,9 +146,10 @@ class Lab:
             "nat": config["nat"],
             "netem": config["netem"],
             "namespaces": network.existing_namespaces(self.namespaces()),
-            "daemons": {label: {"pid": pids[label], "alive": system.alive(pids[label])}
-                        for label in DAEMON_LABELS if label in pids},
-            "processes": len([label for label in pids if label not in DAEMON_LABELS]),
+            "daemons": {label: {"pid": pid, "alive": running}
+                        for label, (pid, running) in sorted(recorded.items()) if not label.startswith("spawn-")},
+            "processes": len([label for label, (_, running) in recorded.items()
+                              if running and label.startswith("spawn-")]),
             "stun": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}", f"{STUN_ALTERNATE[0]}:{STUN_ALTERNATE[1]}"],
             "mail": {"host": MAIL_HOST, "no_idle_host": MAIL_HOST_NO_IDLE, "imaps": 993, "smtps": 465,
                      "submission": 587, "domain": MAIL_DOMAIN},

@@ -82,15 +82,18 @@ class LabState:
 
     def pids(self) -> dict[str, int]:
         """Recorded processes that still run (same PID and start time), by label."""
-        found: dict[str, int] = {}
+        return {label: pid for label, (pid, running) in self.recorded().items() if running}
+
+    def recorded(self) -> dict[str, tuple[int, bool]]:
+        """Every recorded process by label: (PID, whether that very process still runs)."""
+        found: dict[str, tuple[int, bool]] = {}
         if self.pids_dir.is_dir():
             for path in self.pids_dir.glob("*.pid"):
                 fields = path.read_text().split()
                 if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
                     pid = int(fields[0])
-                    started = system.start_time(pid)
-                    if started is not None and started == int(fields[1]) and system.alive(pid):
-                        found[path.stem] = pid
+                    running = system.start_time(pid) == int(fields[1]) and system.alive(pid)
+                    found[path.stem] = (pid, running)
         return found
 
     def forget_pid(self, label: str) -> None:

@@ -22,7 +22,6 @@ from plexus.errors import LabError
 # command -> Debian package that provides it
 REQUIRED_COMMANDS = {
     "ip": "iproute2",
-    "tc": "iproute2",
     "iptables-restore": "iptables",
     "turnserver": "coturn",
     "dovecot": "dovecot-imapd dovecot-lmtpd dovecot-submissiond",
