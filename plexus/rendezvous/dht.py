@@ -1,0 +1,235 @@
+"""OpenDHT as a rendezvous carrier: the same offers as the mailbox, put on and read from a DHT.
+
+Each host listens on one DHT key: SHA-1 of its certificate's SHA-256 fingerprint (hex) followed by the profile's
+``rendezvous.dht.app``; an offer for a peer is put on the peer's key. A value is the offer document exactly as
+the email transport carries it, sealed by the offer's own authentication (``plexus.rendezvous.auth``, S/MIME):
+signed with the sender's key and encrypted to the recipient's certificate, then checked by ``OfferExchange`` for
+forgery, misaddressing, staleness and replay like any mailed offer.
+
+Why not opendht's own identities (``putSigned`` / ``putEncrypted``): the opendht 4.x Python binding can generate
+a private key but neither save nor load one, so such an identity would change at every run and a peer could
+never pin it; and it would only repeat the checks the offer layer makes anyway. Hence the DHT requires
+``authentication: smime`` (values on a DHT can be read and written by anyone; a PSK HMAC would not hide the
+endpoint) and pinned peer certificates (the key we put on is derived from the peer's certificate).
+
+The carrier itself drops, with one log line each, values that are not ours (another opendht user type on our
+key) or too large, and silently skips a value it has already delivered (the DHT re-announces values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from plexus.errors import PlexusError, ProfileError, RendezvousError
+from plexus.profile.model import DhtRendezvous, Peer, Profile
+from plexus.rendezvous.auth import MAX_DOCUMENT_BYTES, SmimeAuthenticator
+from plexus.rendezvous.base import Document
+from plexus.rendezvous.dht_identity import identity_files, key_text, load_own, peer_certificate
+from plexus.rendezvous.dht_node import VALUE_TYPE, DhtNode, Received
+from plexus.rendezvous.exchange import OfferExchange, Trace
+from plexus.rendezvous.smime import SmimeError, fingerprint, load_certificates
+
+if TYPE_CHECKING:
+    from plexus.doctor import Check
+
+log = logging.getLogger("plexus.rendezvous")
+
+PUT_TIMEOUT = 5.0  # one put attempt
+PUBLISH_TIMEOUT = 20.0  # all attempts of one publish (the original tool waits 20 s too)
+PUT_RETRY = 1.0  # pause between attempts
+REBOOTSTRAP_INTERVAL = 5.0  # ping the bootstrap nodes again (one packet each) so a restarted one learns of us
+MAX_PENDING = 1024  # received values not yet read by the exchange
+SEEN_CAPACITY = 4096
+
+
+def _settings(profile: Profile) -> DhtRendezvous:
+    if profile.rendezvous.dht is None:
+        raise ProfileError("rendezvous: no dht settings", hint="add rendezvous.dht")
+    return profile.rendezvous.dht
+
+
+class DhtCarrier:
+    """Implements ``plexus.rendezvous.base.Carrier`` over an OpenDHT node of our own."""
+
+    def __init__(self, profile: Profile, *, bind: str = "") -> None:
+        settings = _settings(profile)
+        self._own_key = key_text(load_own(profile).certificate, settings.app)
+        self._peer_keys = {peer.id: key_text(peer_certificate(peer), settings.app) for peer in profile.peers}
+        self.node = DhtNode(port=settings.port, network=settings.network, bootstrap=settings.bootstrap, bind=bind)
+        self._pending: asyncio.Queue[Received] = asyncio.Queue(MAX_PENDING)
+        self._seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
+        self._maintenance: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DhtCarrier:
+        await self.node.start()
+        self.node.listen(self._own_key, self._deliver)
+        self._maintenance = asyncio.create_task(self._rebootstrap(), name="plexus-dht-rebootstrap")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.node.close()
+
+    async def publish(self, peer: Peer, data: bytes, media_type: str) -> None:
+        key = self._peer_keys.get(peer.id)
+        if key is None:
+            raise RendezvousError(f"peer {peer.id!r} is not in this profile")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_TIMEOUT
+        attempts = 0
+        while True:
+            attempts += 1
+            if await self.node.put(key, data, min(PUT_TIMEOUT, max(0.1, deadline - loop.time()))):
+                return
+            if loop.time() + PUT_RETRY >= deadline:
+                raise RendezvousError(f"no DHT node took the offer for {peer.id!r} ({attempts} attempts in "
+                                      f"{PUBLISH_TIMEOUT:g} s)", hint="are the rendezvous.dht.bootstrap nodes up? "
+                                      "(plexus doctor PROFILE)")
+            await asyncio.sleep(PUT_RETRY)
+
+    async def documents(self) -> AsyncIterator[Document]:
+        while True:
+            value = await self._pending.get()
+            origin = f"dht value {value.value_id:016x}"
+            if value.user_type != VALUE_TYPE:
+                log.warning("rendezvous: dropped %s: foreign value (type %r, not %r)", origin,
+                            value.user_type[:40], VALUE_TYPE)
+                continue
+            if len(value.data) > MAX_DOCUMENT_BYTES:
+                log.warning("rendezvous: dropped %s: %d bytes, more than %d", origin, len(value.data),
+                            MAX_DOCUMENT_BYTES)
+                continue
+            if self._first_sight(value):
+                yield Document(value.data, origin)
+
+    def expect_reply(self, within: float) -> None:
+        """Nothing to do: a DHT listen is push already."""
+
+    def _deliver(self, value: Received) -> None:
+        try:
+            self._pending.put_nowait(value)
+        except asyncio.QueueFull:
+            log.warning("rendezvous: dropped dht value %016x: %d values already wait", value.value_id, MAX_PENDING)
+
+    def _first_sight(self, value: Received) -> bool:
+        """False for a value we delivered before (same id, same bytes: the DHT announcing it again)."""
+        seen = (value.value_id, hashlib.sha256(value.data).digest())
+        if seen in self._seen:
+            return False
+        self._seen[seen] = None
+        if len(self._seen) > SEEN_CAPACITY:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _rebootstrap(self) -> None:
+        while True:
+            await asyncio.sleep(REBOOTSTRAP_INTERVAL)
+            self.node.rebootstrap()
+
+
+def open_dht_exchange(profile: Profile, *, trace: Trace | None = None, bind: str = "") -> OfferExchange:
+    """The exchange for a profile with ``rendezvous.dht``: S/MIME-sealed offers over a DHT carrier. Use it as
+    ``async with open_dht_exchange(profile) as exchange``."""
+    auth = profile.rendezvous.authentication
+    if auth.method != "smime":
+        raise ProfileError(f"rendezvous: the DHT needs authentication: smime, not {auth.method}",
+                           hint="anyone can read and write DHT values; S/MIME signs and encrypts them "
+                                "(plexus keygen PROFILE creates the identity)")
+    try:
+        authorities = load_certificates(auth.ca) if auth.ca else []
+    except SmimeError as error:
+        raise ProfileError(f"rendezvous: {error}") from None
+    carrier = DhtCarrier(profile, bind=bind)  # checks every peer's certificate first
+    authenticator = SmimeAuthenticator(load_own(profile), profile.peers, authorities)
+    return OfferExchange(profile, carrier, authenticator, trace=trace)
+
+
+# -- doctor ----------------------------------------------------------------------------------------------------
+
+async def check_dht(profile: Profile, timeout: float = 3.0) -> list[Check]:
+    """doctor: our identity and the peers' certificates load, the node starts, each bootstrap node answers."""
+    from plexus.doctor import Check
+
+    settings = _settings(profile)
+    checks: list[Check] = []
+    try:
+        DhtCarrier(profile)
+        checks.append(Check("DHT identity", "ok", f"{identity_files(profile).certificate}, "
+                            f"{len(profile.peers)} peer certificate(s)"))
+    except PlexusError as error:
+        checks.append(Check("DHT identity", "fail", error.message, error.hint))
+    node = DhtNode(port=settings.port, network=settings.network, bootstrap=settings.bootstrap)
+    try:
+        await node.start()
+    except PlexusError as error:
+        return [*checks, Check("DHT node", "fail", error.message, error.hint)]
+    try:
+        checks.append(Check("DHT node", "ok", f"listening on UDP port {node.bound_port}, network {settings.network}"))
+        results = await asyncio.gather(*(node.reached(endpoint, timeout) for endpoint in settings.bootstrap))
+        for endpoint, reached in zip(settings.bootstrap, results, strict=True):
+            checks.append(Check(f"DHT bootstrap {endpoint}", "ok", "answered") if reached else
+                          Check(f"DHT bootstrap {endpoint}", "fail", f"no answer within {timeout:g} s",
+                                "is the node running and UDP open? fix rendezvous.dht.bootstrap"))
+    finally:
+        await node.close()
+    return checks
+
+
+# -- plexus keygen ---------------------------------------------------------------------------------------------
+
+def _load_for_keygen(name: str) -> Profile:
+    """The profile, even while the identity files it names do not exist yet (keygen is what creates them)."""
+    from plexus.profile import find_profile, load
+
+    try:
+        return load(name)
+    except ProfileError as error:
+        problems = getattr(error, "problems", None) or []
+        ours = {"rendezvous.smime.certificate", "rendezvous.smime.key"}
+        if not problems or any(problem.field not in ours or "does not exist" not in problem.message
+                               for problem in problems):
+            raise
+    from plexus.profile.build import build_profile
+    from plexus.profile.document import load_document
+
+    return build_profile(load_document(find_profile(name)), ())
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from plexus.rendezvous.dht_identity import generate
+
+    profile = _load_for_keygen(args.profile)
+    files = identity_files(profile)
+    present = files.exist()
+    if all(present) and not args.force:
+        certificate = load_own(profile).certificate
+        print(f"{files.certificate}: the identity of {profile.host.id!r} exists already "
+              f"(fingerprint {fingerprint(certificate).hex()}); --force replaces it")
+        return 0
+    if any(present) and not args.force:
+        existing = files.certificate if present[0] else files.key
+        raise ProfileError(f"{existing} exists but its {'key' if present[0] else 'certificate'} does not",
+                           hint="plexus keygen --force PROFILE makes a new pair")
+    certificate = generate(files, profile.host.id, profile.host.address)
+    print(f"wrote {files.key} (private, mode 0600) and {files.certificate}")
+    print(f"fingerprint {fingerprint(certificate).hex()}")
+    print(f"give {files.certificate} to your peers: their profiles name it as peers[].certificate "
+          f"(id {profile.host.id!r})")
+    return 0
+
+
+if TYPE_CHECKING:  # mypy checks that DhtCarrier is a Carrier
+    from plexus.rendezvous.base import Carrier
+
+    def _conforms(carrier: DhtCarrier) -> Carrier:
+        return carrier
