@@ -13,6 +13,14 @@ expects it). Modes:
     python3 benchmarks/rendezvous_latency.py [--runs 50] [--modes idle fast steady poll] [--json]
 
 Uses the lab named by PLEXUS_LAB_NAME (default "plexus"), building it if it is not up (and removing it after).
+
+Measured (2 cores, 50 runs each, S/MIME):       invite leg median / p95     accept leg median / p95
+  idle                                          512 / 559 ms                550 / 558 ms
+  fast (default)                                551 / 565 ms                 61 /  79 ms
+  steady (acceptor NOOP every 100 ms)            77 / 141 ms                 58 /  80 ms
+  poll (no-IDLE server, imap.poll 1 s)          388 / 988 ms                 51 /  80 ms
+Most of the fast-poll figure is the lab mail server's delivery (submission -> OpenSMTPD -> LMTP, 3-50 ms);
+the client sees a delivered mail within one poll interval and verifies it in ~2 ms.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def assert_agree(acceptor: list[dict[str, Any]], initiator: list[dict[str, Any]]
 
 
 def variant(lab: Any, tmp: Path, site: str, name: str, *, role: str, peers: list[str], auth: str = "smime",
-            imap: dict[str, Any] | None = None) -> Path:
-    extra = {"rendezvous": {"email": {"imap": imap}}} if imap else {}
+            imap: dict[str, Any] | None = None, smtp: dict[str, Any] | None = None) -> Path:
+    email = {key: value for key, value in (("imap", imap), ("smtp", smtp)) if value}
+    extra = {"rendezvous": {"email": email}} if email else {}
     return lab.write_profile(site, name, role=role, peers=peers, authentication=auth, directory=tmp, **extra)
 
 
@@ -79,9 +80,11 @@ def test_exchange_both_ways(lab: Any, site_spawn: Any, site_run: Any, tmp_path: 
 
 
 def test_polling_when_the_server_has_no_idle(lab: Any, site_spawn: Any, site_run: Any, tmp_path: Path) -> None:
+    """The server on 198.18.0.26 lacks IDLE: both sides poll; SMTP goes through STARTTLS on 587 here."""
     imap = {"host": lab.mail_host_no_idle, "idle": True, "poll": 0.5}
-    a_init = variant(lab, tmp_path, "a", "a-poll", role="initiate", peers=["bob"], imap=imap)
-    b_acc = variant(lab, tmp_path, "b", "b-poll", role="accept", peers=["alice"], imap=imap)
+    smtp = {"port": 587, "tls": "starttls"}
+    a_init = variant(lab, tmp_path, "a", "a-poll", role="initiate", peers=["bob"], imap=imap, smtp=smtp)
+    b_acc = variant(lab, tmp_path, "b", "b-poll", role="accept", peers=["alice"], imap=imap, smtp=smtp)
     acceptor, initiator = exchange(site_spawn, site_run, ("b", b_acc), ("a", a_init), "bob")
     assert only(acceptor, "ready")[0]["idle"] is False and only(initiator, "ready")[0]["idle"] is False
     assert_agree(acceptor, initiator, "bob", "alice")

@@ -124,10 +124,10 @@ class DhtNode:
             await asyncio.sleep(0.05)
         return True
 
-    async def put(self, key: str, data: bytes, timeout: float) -> bool:
+    async def put(self, key: str, data: bytes, timeout: float, *, user_type: str = VALUE_TYPE) -> bool:
         """Store ``data`` under the DHT key hashed from ``key``; True when at least one node took it."""
         value = self._dht.Value(data)
-        value.user_type = VALUE_TYPE
+        value.user_type = user_type
         future = self._future()
         self._runner.put(self._dht.InfoHash.get(key), value, lambda ok, _nodes: self._resolve(future, bool(ok)))
         try:

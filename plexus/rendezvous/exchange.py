@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from plexus.errors import RendezvousError
 from plexus.profile.model import Peer, Profile
@@ -207,3 +208,11 @@ class OfferExchange:
             self._invites.put_nowait(invite)
         except asyncio.QueueFull:
             drop(f"invite from {peer.id!r}: {MAX_QUEUED_INVITES} invites already wait to be answered")
+
+
+if TYPE_CHECKING:  # mypy checks that OfferExchange is an Exchange and EmailCarrier a Carrier
+    from plexus.rendezvous.base import Exchange
+    from plexus.rendezvous.email_carrier import EmailCarrier
+
+    def _conforms(exchange: OfferExchange, carrier: EmailCarrier) -> tuple[Exchange, Carrier]:
+        return exchange, carrier
