@@ -214,6 +214,14 @@ def _validity(name: str, certificate: object, good: str) -> Check:
     return Check(name, "ok", f"{subject}, {good}, valid until {until:%Y-%m-%d}")
 
 
+async def check_dht(profile: Profile) -> list[Check]:
+    try:
+        from plexus.rendezvous.dht import check_dht as dht_checks
+    except ImportError as error:
+        return [Check("DHT", "n/a", f"not available in this build ({error})", "pip install 'plexus[dht]'")]
+    return await dht_checks(profile)
+
+
 # -- STUN, payload ---------------------------------------------------------------------------------------------
 
 async def check_stun(profile: Profile) -> list[Check]:
@@ -299,8 +307,11 @@ async def run_checks(profile_name: str) -> list[Check]:
             network += [check_smtp(config, password, context), check_imap(config, password, context)]
         except PlexusError as error:
             checks.append(Check("mail CA", "fail", error.message, error.hint))
-    else:
-        checks.append(Check("mailbox", "n/a", "no rendezvous.email in this profile"))
+    elif profile.rendezvous.dht is None:
+        checks.append(Check("rendezvous", "fail", "neither rendezvous.email nor rendezvous.dht is set",
+                            "add rendezvous.email"))
+    if profile.rendezvous.dht is not None:
+        network.append(check_dht(profile))
     network.append(check_stun(profile))
     results = await asyncio.gather(*network)
     for result in results[:-1]:

@@ -16,12 +16,16 @@ __all__ = ["Agreement", "Exchange", "Invite", "LocalOffer", "OfferExchange", "Pe
 
 
 def open_exchange(profile: Profile) -> OfferExchange:
-    """The exchange for the profile's rendezvous (email today). Use it as ``async with open_exchange(p) as x``."""
+    """The exchange for the profile's rendezvous (email, else DHT). Use it as ``async with open_exchange(p) as x``."""
     if profile.rendezvous.email is not None:
         from plexus.rendezvous.email_carrier import EmailCarrier
 
         return OfferExchange(profile, EmailCarrier(profile))
     if profile.rendezvous.dht is not None:
-        raise ProfileError("rendezvous: the DHT carrier is not available in this build",
-                           hint="use rendezvous.email")
+        try:
+            from plexus.rendezvous.dht import open_dht_exchange
+        except ImportError as error:
+            raise ProfileError(f"rendezvous: the DHT carrier is not available ({error})",
+                               hint="pip install 'plexus[dht]', or use rendezvous.email") from None
+        return open_dht_exchange(profile)
     raise ProfileError("rendezvous: no carrier configured", hint="add rendezvous.email")
