@@ -32,6 +32,7 @@ def run_lab(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    system.check_host()  # not root / not Linux / a package missing: say so even when a lab is up
     lab = Lab()
     if not args.force and lab.state.exists() and lab.is_up():
         print(f"lab {lab.name!r} is already up (plexus lab status; plexus lab up --force rebuilds it)")
