@@ -71,6 +71,19 @@ def test_openvpn_tunnel_between_two_nats(lab: Any, site_spawn: Any, site_run: An
     assert "stopped by SIGINT" in alice.output()
 
 
+def test_wireguard_tunnel_between_two_nats(lab: Any, site_spawn: Any, site_run: Any) -> None:
+    """wireguard-go configured with the peer's public key from the authenticated offer; ping across."""
+    lab.write_profile("b", "alice-wg", template="wireguard")
+    lab.write_profile("a", "bob-wg", template="wireguard")
+    bob = up(site_spawn, "b", "alice-wg")
+    wait_event(bob, "offer-received", "start")
+    alice = up(site_spawn, "a", "bob-wg")
+    for side in (alice, bob):
+        wait_event(side, "payload", "info", timeout=30)
+    assert ping(site_run, "a", "198.19.0.2"), "no ping across the WireGuard tunnel from alice"
+    assert ping(site_run, "b", "198.19.0.1"), "no ping across the WireGuard tunnel from bob"
+
+
 def test_socat_forwards_datagrams_both_ways(lab: Any, site_spawn: Any, site_run: Any, tmp_path: Any) -> None:
     socat_vars = {"listen_port": 7001, "app_port": 7002}
     lab.write_profile("b", "alice-socat", template="socat", payload={"vars": socat_vars})
