@@ -99,14 +99,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--punch-runs", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
+    parser.add_argument("--acceptor-poll", default=None, metavar="DURATION",
+                        help="the acceptor polls (NOOP) at this interval instead of IDLE, e.g. 50ms")
     args = parser.parse_args()
     lab = Lab.up(os.environ.get("PLEXUS_LAB_NAME") or "bench-up", force=True)
     try:
-        lab.write_profile("b", "alice-true", template="exec", payload={"vars": {"command": "true"}})
+        imap = {"idle": False, "poll": args.acceptor_poll} if args.acceptor_poll else {"idle": True}
+        lab.write_profile("b", "alice-true", template="exec", payload={"vars": {"command": "true"}},
+                          rendezvous={"email": {"imap": imap}})
+        print(f"acceptor waits with {'NOOP every ' + args.acceptor_poll if args.acceptor_poll else 'IDLE'}")
         lab.write_profile("a", "bob-true", template="exec", payload={"vars": {"command": "true"}},
                           rendezvous={"timeout": "60s"}, punch={"timeout": "20s"})
         report("time from both `plexus up` started to payload launched on both", time_to_launch(lab, args.runs))
-        for loss in (0.0, 20.0):
+        for loss in (0.0, 20.0) if args.punch_runs else ():
             lab.set_netem(loss_pct=loss)
             ok, punch_times = success_rate(lab, args.punch_runs)
             print(f"punch success with {loss:.0f} % loss: {ok}/{args.punch_runs} = {100 * ok / args.punch_runs:.1f} %")
