@@ -4,11 +4,12 @@ imaplib from a thread that joined a site's namespace."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,16 +228,28 @@ def test_mail_server_restart_while_waiting(lab: Any, site_spawn: Any, site_run: 
     assert ours["session_id"] == theirs["session_id"]
 
 
+@contextlib.contextmanager
+def mail_log_on_failure(lab: Any) -> Iterator[None]:
+    """Add the tail of the lab's dovecot log to a failure (restarts are where the mail server misbehaves)."""
+    try:
+        yield
+    except pytest.fail.Exception as failure:
+        log = lab.state.dir / "log" / "dovecot.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no dovecot log)"
+        pytest.fail(f"{failure}\n--- dovecot.log ---\n{tail}", pytrace=False)
+
+
 def test_initiator_waits_through_a_restart(lab: Any, site_spawn: Any, tmp_path: Path) -> None:
     a_init = variant(lab, tmp_path, "a", "a-rs2", role="initiate", peers=["bob"])
     b_acc = variant(lab, tmp_path, "b", "b-rs2", role="accept", peers=["alice"])
     initiator = site_spawn("a", [*PROBE, str(a_init), "--invite", "bob"])
     initiator.wait_for('"sent"', timeout=15)  # the invite waits in bob's mailbox; alice waits for the accept
     lab.restart_mail(down_for=1.0)
-    initiator.wait_for("connection lost", timeout=10)
-    server = site_spawn("b", [*PROBE, str(b_acc), "--accept"])
-    assert server.wait(timeout=30) == 0, server.output()
-    assert initiator.wait(timeout=30) == 0, initiator.output()
+    with mail_log_on_failure(lab):
+        initiator.wait_for("connection lost", timeout=10)
+        server = site_spawn("b", [*PROBE, str(b_acc), "--accept"])
+        assert server.wait(timeout=30) == 0, server.output()
+        assert initiator.wait(timeout=30) == 0, initiator.output()
     assert len(only(events(initiator.output()), "agreement")) == 1
 
 

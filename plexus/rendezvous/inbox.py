@@ -40,6 +40,7 @@ log = logging.getLogger("plexus.rendezvous")
 
 FAST_INTERVAL = 0.025  # NOOP cadence while an answer is expected
 COMMAND_TIMEOUT = 15.0
+OPEN_TIMEOUT = 30.0  # connect + TLS + login + select, all together
 IDLE_REFRESH = 120.0  # re-issue IDLE (a silently dead connection shows up then, at the latest)
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 GIVE_UP_AFTER = 600.0  # consecutive seconds without a working connection
@@ -92,18 +93,7 @@ class Inbox:
                                   ssl_context=self._context if server.tls == "implicit" else None)
         self._client = client
         try:
-            await client.wait_hello_from_server()
-            if server.tls == "starttls":
-                await self._starttls(client)
-            response = await client.login(self._config.login, self._password)
-            if response.result != "OK":
-                raise LoginRefused(f"IMAP server {server.host}:{server.port} rejected the login "
-                                   f"{self._config.login!r}", hint="check rendezvous.email.login and password")
-            await asyncio.wait_for(client.protocol.capability(), COMMAND_TIMEOUT)  # may differ after login
-            response = await client.select(self._config.folder)
-            if response.result != "OK":
-                raise RendezvousError(f"IMAP folder {self._config.folder!r} cannot be selected: "
-                                      f"{_text(response.lines)}", hint="check rendezvous.email.folder")
+            response = await self._guarded(self._login_and_select(client), OPEN_TIMEOUT)
         except RendezvousError:
             await self.close()
             raise
@@ -116,6 +106,22 @@ class Inbox:
             self._uidvalidity, self._next_uid, self._scanned_to = uidvalidity, 1, 1
         self.idle = server.idle and client.has_capability("IDLE")
         self.uidplus = client.has_capability("UIDPLUS")
+
+    async def _login_and_select(self, client: aioimaplib.IMAP4) -> aioimaplib.Response:
+        server = self._config.imap
+        await client.wait_hello_from_server()
+        if server.tls == "starttls":
+            await self._starttls(client)
+        response = await client.login(self._config.login, self._password)
+        if response.result != "OK":
+            raise LoginRefused(f"IMAP server {server.host}:{server.port} rejected the login "
+                               f"{self._config.login!r}", hint="check rendezvous.email.login and password")
+        await asyncio.wait_for(client.protocol.capability(), COMMAND_TIMEOUT)  # may differ after login
+        response = await client.select(self._config.folder)
+        if response.result != "OK":
+            raise RendezvousError(f"IMAP folder {self._config.folder!r} cannot be selected: "
+                                  f"{_text(response.lines)}", hint="check rendezvous.email.folder")
+        return response
 
     async def _starttls(self, client: aioimaplib.IMAP4) -> None:
         # aioimaplib has no STARTTLS helper: send the command, then upgrade the transport in place
@@ -177,16 +183,31 @@ class Inbox:
 
     async def _call(self, operation: Awaitable[T]) -> T:
         """Run one IMAP command, failing at once (not after the command timeout) when the connection drops."""
+        return await self._guarded(operation, COMMAND_TIMEOUT + 5)
+
+    async def _guarded(self, operation: Awaitable[T], timeout: float) -> T:
+        """Await ``operation`` with a hard deadline. asyncio.wait, not wait_for: aioimaplib commands hold a
+        Condition lock that can keep a cancelled command from ever finishing when the server stalls."""
         task = asyncio.ensure_future(operation)
         lost = asyncio.ensure_future(self._lost.wait())
         try:
-            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-        if not task.done():
-            task.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        if self._lost.is_set():
             raise ConnectionLost("the server closed the connection")
-        return task.result()
+        self._abort()
+        raise TimeoutError(f"no answer within {timeout:g} s")
+
+    def _abort(self) -> None:
+        """Drop a stalled connection at once (the next open starts a fresh one)."""
+        self._lost.set()
+        if self._client is not None and self._client.protocol.transport is not None:
+            with contextlib.suppress(Exception):
+                self._client.protocol.transport.abort()
 
     async def _collect(self) -> list[Document]:
         """Fetch the new plexus mails addressed to us; remember their UIDs for deletion."""
