@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,11 @@ def test_profile_errors_are_one_line(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="not a PEM or DER certificate"):
         authenticator_for(make_profile(  # type: ignore[arg-type]
             "bob", [("alice", tmp_path / "bad.crt")], method="smime", user=_user(d, "bob")))
+
+
+def test_plain_offers_warn_every_time(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "plexus.rendezvous")
+    for _ in range(2):
+        plain = authenticator_for(make_profile("bob", [("alice", None)], method="none"))  # type: ignore[arg-type]
+        assert plain.open(plain.seal(OFFER, Peer("bob"))).offer == OFFER
+    assert sum("authentication is off" in record.getMessage() for record in caplog.records) == 2

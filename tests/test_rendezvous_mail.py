@@ -272,15 +272,12 @@ def test_acceptor_answers_five_peers_at_once(lab: Any, site_spawn: Any, tmp_path
         initiators.append((laptop, site, lab_profiles.dump(document, tmp_path / f"{laptop}.yaml")))
     server = site_spawn("b", [*PROBE, str(bob), "--accept", "--count", "5"], env=PSK)
     server.wait_for('"ready"', timeout=15)
-    started = time.monotonic()
     clients = [site_spawn(site, [*PROBE, str(path), "--invite", "bob"], env=PSK) for _, site, path in initiators]
     for client in clients:
         assert client.wait(timeout=60) == 0, client.output()
-    elapsed = time.monotonic() - started
     assert server.wait(timeout=15) == 0, server.output()
     answered = {item["peer"]: item["session_id"] for item in only(events(server.output()), "agreement")}
     assert sorted(answered) == sorted(laptops)
     for (laptop, _, _), client in zip(initiators, clients, strict=True):
         (agreement,) = only(events(client.output()), "agreement")
         assert agreement["session_id"] == answered[laptop]
-    assert elapsed < 30
