@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALIDITY = datetime.timedelta(days=30)
+VALIDITY = datetime.timedelta(days=365)  # doctor warns on certificates that expire within 30 days
 
 
 def _write_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> None:
