@@ -220,7 +220,11 @@ def test_payload_killed_restarts_through_a_new_punch(lab: Any, site_spawn: Any) 
 
 
 def test_ctrl_c_while_waiting_leaves_nothing(lab: Any, site_spawn: Any, site_run: Any) -> None:
-    """Interrupted while waiting for an answer that never comes: exits at once, no process, no run dir."""
+    """Interrupted while waiting for an answer that never comes: exits at once, no process, no run directory,
+    and no plexus mail left in either mailbox: the invite is withdrawn, and bob, started later, answers
+    neither."""
+    from test_rendezvous_mail import inventory  # the tests' IMAP view of a lab mailbox
+
     before = set(os.listdir("/run/plexus")) if os.path.isdir("/run/plexus") else set()
     alice = up(site_spawn, "a", "bob")
     wait_event(alice, "offer-sent", "start")
@@ -230,3 +234,14 @@ def test_ctrl_c_while_waiting_leaves_nothing(lab: Any, site_spawn: Any, site_run
     after = set(os.listdir("/run/plexus")) if os.path.isdir("/run/plexus") else set()
     assert after <= before, f"run directories left behind: {after - before}"
     assert not launched(alice)
+    assert inventory(lab, "bob"), "the invite and its withdrawal should wait in bob's mailbox"
+    bob = up(site_spawn, "b", "alice")
+    wait_event(bob, "offer-received", "start")
+    deadline = time.monotonic() + 10
+    while inventory(lab, "bob") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert inventory(lab, "bob") == {}, "bob left plexus mail in his mailbox"
+    assert inventory(lab, "alice") == {}, "an answer went to alice, who had withdrawn"
+    assert not [e for e in events(bob) if e["phase"] == "offer-sent" and e["status"] == "ok"]
+    assert any("withdrew its invite" in e.get("message", "") for e in events(bob))
+    assert not launched(bob)

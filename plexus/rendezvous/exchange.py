@@ -28,6 +28,7 @@ log = logging.getLogger("plexus.rendezvous")
 
 FAST_WINDOW = 5.0  # seconds after an invite during which the carrier looks for the answer eagerly
 MAX_QUEUED_INVITES = 256
+WITHDRAW_TIMEOUT = 3.0  # bound on sending a withdrawal while stopping
 
 Trace = Callable[[str, Offer], None]  # ("sent" | "received", offer): for benchmarks and tests
 
@@ -51,6 +52,7 @@ class OfferExchange:
         settings = profile.rendezvous
         self.freshness = Freshness(settings.max_age, settings.skew)
         self._waiting: dict[bytes, _Waiting] = {}
+        self._withdrawn: set[bytes] = set()  # nonces of invites their initiator withdrew
         self._invites: asyncio.Queue[Invite | BaseException] = asyncio.Queue(MAX_QUEUED_INVITES)
         self._receiver: asyncio.Task[None] | None = None
 
@@ -75,15 +77,28 @@ class OfferExchange:
         offer = self._offer("invite", peer, local, ephemeral)
         waiting = _Waiting(peer, ephemeral, asyncio.get_running_loop().create_future())
         self._waiting[offer.nonce] = waiting
+        answered = False
         try:
             self.carrier.expect_reply(min(timeout, FAST_WINDOW))
             await self._send(peer, offer)
-            return await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
+            agreement = await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
+            answered = True
+            return agreement
         except TimeoutError:
             raise RendezvousError(f"peer {peer.id!r} did not answer within {timeout:g} s",
                                   hint="is plexus running on the peer, with this host among its peers?") from None
         finally:
             self._waiting.pop(offer.nonce, None)
+            if not answered and not (waiting.future.done() and not waiting.future.cancelled()
+                                     and isinstance(waiting.future.exception(), PeerRefused)):
+                await self._withdraw(peer, offer.nonce)
+
+    async def _withdraw(self, peer: Peer, nonce: bytes) -> None:
+        """We gave up on an invite (timeout, Ctrl-C): tell the peer, so that it does not answer it later and
+        its mailbox does not keep an invite nobody waits for. Best effort, bounded in time."""
+        withdrawal = self._refusal(peer, "withdrawn: the initiator stopped waiting", nonce)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._send(peer, withdrawal), WITHDRAW_TIMEOUT)
 
     async def notify_refusal(self, peer: Peer, reason: str) -> None:
         await self._send(peer, self._refusal(peer, reason, None))
@@ -99,6 +114,8 @@ class OfferExchange:
             yield item
 
     async def answer(self, invite: Invite, local: LocalOffer) -> Agreement:
+        if invite.nonce in self._withdrawn:
+            raise RendezvousError(f"peer {invite.peer.id!r} withdrew its invite before we answered")
         ephemeral = Ephemeral()
         try:
             shared = ephemeral.shared(invite.key)
@@ -182,6 +199,10 @@ class OfferExchange:
         if offer.kind == "invite" or (offer.kind == "refuse" and offer.reply_to is None):
             return self._queue_invite(peer, offer, drop)
         waiting = self._waiting.get(offer.reply_to or b"")
+        if offer.kind == "refuse" and waiting is None and offer.reply_to is not None:
+            self._withdrawn.add(offer.reply_to)  # the initiator withdrew its invite: never answer it
+            log.info("rendezvous: %s withdrew an invite (%s)", peer.id, offer.reason)
+            return None
         if waiting is None or waiting.peer.id != peer.id or waiting.future.done():
             return drop(f"{offer.kind} from {peer.id!r} answers no invite we are waiting for")
         if offer.kind == "refuse":
