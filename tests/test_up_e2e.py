@@ -43,10 +43,8 @@ def launched(process: Any) -> list[dict[str, Any]]:
 
 
 def ping(site_run: Any, site: str, address: str, *, attempts: int = 30) -> bool:
-    for _ in range(attempts):  # bounded: at most ~attempts * 0.3 s
-        if site_run(site, ["ping", "-c1", "-W0.3", address], timeout=5).returncode == 0:
-            return True
-    return False
+    """Bounded: at most ~attempts * 0.3 s."""
+    return any(site_run(site, ["ping", "-c1", "-W0.3", address], timeout=5).returncode == 0 for _ in range(attempts))
 
 
 def up(site_spawn: Any, site: str, profile: str, *extra: str) -> Any:
