@@ -79,6 +79,10 @@ def success_rate(lab: Lab, runs: int) -> tuple[int, list[float]]:
             if done.returncode == 0 and launch_time(events) is not None:
                 ok += 1
                 punch_times += [e["duration"] for e in events if e["phase"] == "punch" and e["status"] == "ok"]
+            else:
+                failed = next((e for e in reversed(events) if e["status"] == "fail"), None)
+                where = f"{failed['phase']}: {failed.get('message', '')}" if failed else done.stderr.strip()[-200:]
+                print(f"  failed run (exit {done.returncode}): {where}", file=sys.stderr)
             time.sleep(random.uniform(0.05, 0.3))
     finally:
         lab.stop(bob)
