@@ -5,21 +5,17 @@ run) in the server namespace, so that the sites' DHT profiles never reach for a 
     lab.write_profile("b", "alice-dht", **dht_profile_overrides())
     stop_bootstrap(lab)
 
-``python -m plexus.lab.dht --bind ADDRESS --port PORT`` is the node process itself (prints "ready" once bound).
+The node process is ``plexus/rendezvous/dht_worker.py --serve`` (it prints a "ready" line once bound).
 Debian's ``dhtnode`` (bookworm: 2.4) would work too, but needs a package the wheel already makes unnecessary.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import signal
-import sys
 from typing import Any
 
 from plexus.lab import daemons
-from plexus.lab.topology import SOURCE_ROOT, STUN_PRIMARY
+from plexus.lab.topology import STUN_PRIMARY
+from plexus.rendezvous.dht_node import worker_argv
 
 BOOTSTRAP_HOST = STUN_PRIMARY[0]  # srv's first address; coturn uses 3478/3479 there, UDP 4222 is free
 BOOTSTRAP_PORT = 4222  # opendht's usual port
@@ -41,10 +37,8 @@ def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
     log_name = f"{LABEL}.out"
     log_file = lab.state.logs / log_name
     offset = log_file.stat().st_size if log_file.exists() else 0
-    pythonpath = os.pathsep.join(p for p in (SOURCE_ROOT, os.environ.get("PYTHONPATH")) if p)
-    pid = daemons.start(lab.state, lab.ns("srv"), LABEL,
-                        [sys.executable, "-m", "plexus.lab.dht", "--bind", BOOTSTRAP_HOST,
-                         "--port", str(BOOTSTRAP_PORT)], env={"PYTHONPATH": pythonpath})
+    argv = worker_argv(port=BOOTSTRAP_PORT, bind=BOOTSTRAP_HOST, bootstrap_mode=True, serve=True)
+    pid = daemons.start(lab.state, lab.ns("srv"), LABEL, argv)
 
     def ready() -> bool:
         with log_file.open("rb") as stream:
@@ -58,28 +52,3 @@ def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
 def stop_bootstrap(lab: Any) -> None:
     """Stop the bootstrap node (by its recorded PID); nothing happens when it does not run."""
     daemons.stop(lab.state, [LABEL])
-
-
-async def _serve(bind: str, port: int) -> None:
-    from plexus.rendezvous.dht_node import DhtNode
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with DhtNode(port=port, bind=bind, bootstrap_mode=True) as node:
-        print(f"ready: DHT bootstrap node on {bind}:{node.bound_port}", flush=True)
-        await stop.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plexus.lab.dht", description="a DHT bootstrap node")
-    parser.add_argument("--bind", default=BOOTSTRAP_HOST)
-    parser.add_argument("--port", type=int, default=BOOTSTRAP_PORT)
-    args = parser.parse_args(argv)
-    asyncio.run(_serve(args.bind, args.port))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plexus.rendezvous")
 
-PUT_TIMEOUT = 5.0  # one put attempt
+PUT_WAIT = 0.5  # publish returns after this even when the put is not acknowledged yet
+PUT_TIMEOUT = 5.0  # how long one put may go unacknowledged
 PUBLISH_TIMEOUT = 20.0  # all attempts of one publish (the original tool waits 20 s too)
-PUT_RETRY = 1.0  # pause between attempts
+PUT_RETRY = 1.0  # pause between attempts after a failed put
 REBOOTSTRAP_INTERVAL = 5.0  # ping the bootstrap nodes again (one packet each) so a restarted one learns of us
 MAX_PENDING = 1024  # received values not yet read by the exchange
 SEEN_CAPACITY = 4096
@@ -66,6 +67,7 @@ class DhtCarrier:
         self._pending: asyncio.Queue[Received] = asyncio.Queue(MAX_PENDING)
         self._seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
         self._maintenance: asyncio.Task[None] | None = None
+        self._puts: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> DhtCarrier:
         await self.node.start()
@@ -74,28 +76,56 @@ class DhtCarrier:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        tasks = [*self._puts, *([self._maintenance] if self._maintenance else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.node.close()
 
     async def publish(self, peer: Peer, data: bytes, media_type: str) -> None:
+        """Hand the document to our node and return as soon as it is stored, or after ``PUT_WAIT`` while the
+        node is still at it (the answer may well arrive before the put is acknowledged); failures within that
+        time raise, later ones are logged."""
         key = self._peer_keys.get(peer.id)
         if key is None:
             raise RendezvousError(f"peer {peer.id!r} is not in this profile")
+        task = asyncio.create_task(self._put_until_stored(peer, key, data, secrets.randbits(63) + 1))
+        self._puts.add(task)
+        task.add_done_callback(self._put_finished)
+        done, _ = await asyncio.wait({task}, timeout=PUT_WAIT)
+        if not done and not await self.node.good_nodes():  # not connected at all (yet): wait for the verdict
+            done, _ = await asyncio.wait({task}, timeout=PUT_TIMEOUT + 1)
+        if task in done:
+            task.result()
+
+    async def _put_until_stored(self, peer: Peer, key: str, data: bytes, value_id: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT
         attempts = 0
         while True:
             attempts += 1
-            if await self.node.put(key, data, min(PUT_TIMEOUT, max(0.1, deadline - loop.time()))):
+            stored = await self.node.put(key, data, PUT_TIMEOUT, value_id=value_id)
+            if stored:
+                return
+            if stored is None and not await self.node.good_nodes():
+                bootstrap = ", ".join(str(endpoint) for endpoint in self.node.bootstrap_nodes) or "none"
+                raise RendezvousError(f"no DHT node took the offer for {peer.id!r}: no DHT node answered us "
+                                      f"(bootstrap nodes: {bootstrap})", hint="are they up and reachable over UDP? "
+                                      "(plexus doctor PROFILE)")
+            if stored is None:
+                log.info("dht: no acknowledgement of the offer for %r within %g s; the node keeps announcing it",
+                         peer.id, PUT_TIMEOUT)
                 return
             if loop.time() + PUT_RETRY >= deadline:
                 raise RendezvousError(f"no DHT node took the offer for {peer.id!r} ({attempts} attempts in "
                                       f"{PUBLISH_TIMEOUT:g} s)", hint="are the rendezvous.dht.bootstrap nodes up? "
                                       "(plexus doctor PROFILE)")
             await asyncio.sleep(PUT_RETRY)
+
+    def _put_finished(self, task: asyncio.Task[None]) -> None:
+        self._puts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("rendezvous: %s", task.exception())
 
     async def documents(self) -> AsyncIterator[Document]:
         while True:

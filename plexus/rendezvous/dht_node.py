@@ -1,24 +1,23 @@
-"""An asyncio face for one OpenDHT node (``opendht.DhtRunner``, from the ``opendht`` PyPI wheel).
+"""An asyncio face for one OpenDHT node (the ``opendht`` PyPI wheel), which runs in a child process
+(``dht_worker``, see there why) and talks JSON lines over its stdin/stdout.
 
-The runner lives on its own C++ thread and calls back into Python there; every callback here only hands its
-result to the event loop (``call_soon_threadsafe``) and never touches it once the node is closed. Two traps of
-the binding are avoided on purpose:
-
-- ``shutdown()`` followed by ``join()`` on the loop thread deadlocks while a listen callback waits for the GIL,
-  so ``close`` waits for the shutdown callback and joins in a worker thread;
-- the runner never bootstraps by itself (no default bootstrap host in the wheel), and LAN peer discovery is
-  switched off, so the node talks only to the ``bootstrap`` endpoints it is given and to nodes they name.
+The node talks only to the ``bootstrap`` endpoints it is given and to the nodes they name: the wheel has no
+default bootstrap host, and LAN peer discovery is switched off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import itertools
+import json
 import logging
-import re
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from plexus.errors import RendezvousError
@@ -27,17 +26,9 @@ from plexus.profile.model import Endpoint
 log = logging.getLogger("plexus.rendezvous")
 
 VALUE_TYPE = "plexus/1"  # opendht Value.user_type of our values; anything else on our key is foreign
-SHUTDOWN_TIMEOUT = 5.0
-_GOOD_NODE = re.compile(r"^\s*Node [0-9a-f]+ (\S+)\s.*\[good\]", re.MULTILINE)
-
-
-def _opendht() -> Any:
-    try:
-        import opendht
-    except ImportError as error:
-        raise RendezvousError(f"the DHT rendezvous needs the opendht package ({error})",
-                              hint="pip install 'plexus[dht]'") from None
-    return opendht
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 2.0
+WORKER = Path(__file__).with_name("dht_worker.py")
 
 
 @dataclass(frozen=True)
@@ -49,21 +40,33 @@ class Received:
     user_type: str
 
 
+def worker_argv(*, port: int = 0, network: int = 0, bootstrap: Iterable[Endpoint] = (), bind: str = "",
+                bootstrap_mode: bool = False, serve: bool = False) -> list[str]:
+    """The command line of a node process (``serve``: a daemon that runs until SIGTERM, e.g. the lab's)."""
+    argv = [sys.executable, str(WORKER), "--port", str(port), "--network", str(network)]
+    argv += [f"--bootstrap={endpoint}" for endpoint in bootstrap]
+    argv += ["--bind", bind] if bind else []
+    argv += ["--bootstrap-mode"] if bootstrap_mode else []
+    argv += ["--serve"] if serve else []
+    return argv
+
+
 class DhtNode:
     """One running DHT node: ``start``, ``put``/``listen``, ``close`` (also as ``async with``)."""
 
     def __init__(self, *, port: int = 0, network: int = 0, bootstrap: Iterable[Endpoint] = (),
                  bind: str = "", bootstrap_mode: bool = False) -> None:
-        self.port = port
-        self.network = network
         self.bootstrap_nodes = tuple(bootstrap)
-        self.bind = bind
-        self.bootstrap_mode = bootstrap_mode
-        self._dht = _opendht()
-        self._runner: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-        self._listens: list[Any] = []
+        self._argv = worker_argv(port=port, network=network, bootstrap=self.bootstrap_nodes, bind=bind,
+                                 bootstrap_mode=bootstrap_mode)
+        self.port = port
+        self.bound_port = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._listeners: dict[str, Callable[[Received], None]] = {}
+        self._ids = itertools.count(1)
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
 
     async def __aenter__(self) -> DhtNode:
         await self.start()
@@ -73,115 +76,153 @@ class DhtNode:
         await self.close()
 
     @property
-    def bound_port(self) -> int:
-        return int(self._runner.getBound().getPort()) if self._runner is not None else 0
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        config = self._dht.DhtConfig()
-        config.setNetwork(self.network)
-        config.setPeerDiscovery(False, False)
-        config.setBootstrapMode(self.bootstrap_mode)
-        runner = self._dht.DhtRunner()
+        self._ready = asyncio.get_running_loop().create_future()
         try:
-            if self.bind:
-                runner.run(port=self.port, ipv4=self.bind, config=config)
-            else:
-                runner.run(port=self.port, config=config)
-        except Exception as error:  # the binding raises RuntimeError/OSError-like errors from C++
-            raise RendezvousError(f"the DHT node cannot start on port {self.port}: {error}",
-                                  hint="choose another rendezvous.dht.port, or 0 for any") from None
-        self._runner = runner
-        self.rebootstrap()
+            self._process = await asyncio.create_subprocess_exec(
+                *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=1 << 20)
+        except OSError as error:
+            raise RendezvousError(f"cannot start the DHT node: {error.strerror}") from None
+        self._reader = asyncio.create_task(self._read(), name="plexus-dht-node")
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+        except (TimeoutError, RendezvousError) as error:
+            await self.close()
+            if isinstance(error, RendezvousError):
+                raise
+            raise RendezvousError(f"the DHT node did not start within {START_TIMEOUT:g} s") from None
+        self.bound_port = int(ready["port"])
 
     def rebootstrap(self) -> None:
         """Ping every configured bootstrap node (again): cheap, and it re-joins a restarted bootstrap node."""
-        for endpoint in self.bootstrap_nodes:
-            try:
-                self._runner.bootstrap(endpoint.host, str(endpoint.port))
-            except Exception as error:
-                log.warning("dht: cannot use bootstrap node %s: %s", endpoint, error)
+        self._send({"op": "bootstrap"})
 
-    def good_nodes(self) -> set[str]:
+    async def good_nodes(self) -> set[str]:
         """``ip:port`` of the nodes in our IPv4 routing table that answered recently (no network traffic)."""
-        if self._runner is None:
-            return set()
-        table = self._runner.getRoutingTablesLog(socket.AF_INET)
-        return {match.group(1) for match in _GOOD_NODE.finditer(table)}
+        reply = await self._request({"op": "nodes"}, 2.0)
+        return set(reply or ())
 
     async def reached(self, endpoint: Endpoint, timeout: float) -> bool:
         """Whether the bootstrap node ``endpoint`` answered us (it then shows as a good node) within
-        ``timeout``; ``rebootstrap`` asks it. Polls our own routing table, sends nothing itself."""
-        try:
-            addresses = {str(address) for address in self._dht.SockAddr.resolve(endpoint.host, str(endpoint.port))}
-        except Exception:
-            return False
+        ``timeout``. Polls our own routing table; sends nothing to the network itself."""
         loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
+        except OSError:
+            return False
+        addresses = {str(Endpoint(str(info[4][0]), int(info[4][1]))) for info in infos}
         deadline = loop.time() + timeout
-        while not addresses & self.good_nodes():
+        while not addresses & await self.good_nodes():
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.05)
         return True
 
-    async def put(self, key: str, data: bytes, timeout: float, *, user_type: str = VALUE_TYPE) -> bool:
-        """Store ``data`` under the DHT key hashed from ``key``; True when at least one node took it."""
-        value = self._dht.Value(data)
-        value.user_type = user_type
-        future = self._future()
-        self._runner.put(self._dht.InfoHash.get(key), value, lambda ok, _nodes: self._resolve(future, bool(ok)))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            return False
+    async def put(self, key: str, data: bytes, timeout: float, *, user_type: str = VALUE_TYPE,
+                  value_id: int = 0) -> bool | None:
+        """Store ``data`` under the DHT key hashed from ``key``: True when the nodes closest to the key took it,
+        False when the put failed, None when the node did not say within ``timeout`` (it goes on trying: a
+        node that went away without a word holds up the answer for seconds). ``value_id`` 0 = a random id."""
+        reply = await self._request({"op": "put", "key": key, "data": base64.b64encode(data).decode(),
+                                     "type": user_type, "value_id": value_id}, timeout)
+        return None if reply is None else bool(reply)
 
     def listen(self, key: str, deliver: Callable[[Received], None]) -> None:
         """Call ``deliver`` (on the event loop) with every value that appears on ``key``, and those already
         there."""
-        loop = self._loop
-        assert loop is not None and self._runner is not None
-
-        def on_value(value: Any, expired: bool) -> bool:
-            if self._closed:
-                return False
-            if not expired:
-                received = Received(bytes(value.data), int(value.id), str(value.user_type))
-                with contextlib.suppress(RuntimeError):  # the loop is closing
-                    loop.call_soon_threadsafe(deliver, received)
-            return True
-
-        self._listens.append(self._runner.listen(self._dht.InfoHash.get(key), on_value))
+        self._listeners[key] = deliver
+        self._send({"op": "listen", "key": key})
 
     async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None or self._closed:
-            return
-        self._closed = True
-        for token in self._listens:
-            with contextlib.suppress(Exception):
-                runner.cancelListen(token)
-        self._listens.clear()
-        done = self._future()
-        runner.shutdown(lambda: self._resolve(done, True))
-        try:
-            await asyncio.wait_for(done, SHUTDOWN_TIMEOUT)
-            await asyncio.wait_for(asyncio.to_thread(runner.join), SHUTDOWN_TIMEOUT)
-        except TimeoutError:
-            log.warning("dht: the node did not stop within %g s", SHUTDOWN_TIMEOUT)
-
-    def _future(self) -> asyncio.Future[bool]:
-        assert self._loop is not None
-        return self._loop.create_future()
-
-    def _resolve(self, future: asyncio.Future[bool], result: bool) -> None:
-        """Called on the DHT thread: hand the result to the loop, if anyone still waits."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-
-        def settle() -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(OSError, RuntimeError):
+                assert process.stdin is not None
+                process.stdin.write(b'{"op":"quit"}\n')
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for future in self._requests.values():
             if not future.done():
-                future.set_result(result)
+                future.set_result(None)
+        self._requests.clear()
 
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle)
+    # -- the pipe ----------------------------------------------------------------------------------------------
+
+    def _send(self, command: dict[str, Any]) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise RendezvousError("the DHT node is not running")
+        process.stdin.write(json.dumps(command, separators=(",", ":")).encode() + b"\n")
+
+    async def _request(self, command: dict[str, Any], timeout: float) -> Any:
+        request = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[request] = future
+        try:
+            self._send({**command, "id": request})
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._requests.pop(request, None)
+
+    async def _read(self) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None and process.stderr is not None
+        stderr: list[str] = []
+        drain = asyncio.create_task(self._drain(process.stderr, stderr))
+        try:
+            while line := await process.stdout.readline():
+                try:
+                    self._handle(json.loads(line))
+                except (ValueError, KeyError, TypeError) as error:
+                    log.debug("dht: bad line from the node process: %s", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(drain), 1.0)
+        finally:
+            drain.cancel()
+            if self._ready is not None and not self._ready.done():
+                detail = stderr[-1] if stderr else "it exited"
+                self._ready.set_exception(RendezvousError(f"the DHT node did not start: {detail}"))
+
+    @staticmethod
+    async def _drain(stream: asyncio.StreamReader, lines: list[str]) -> None:
+        """Keep reading the node's stderr (so it never blocks on a full pipe); remember the last lines."""
+        while line := await stream.readline():
+            lines.append(line.decode(errors="replace").strip())
+            del lines[:-5]
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "value":
+            deliver = self._listeners.get(event["key"])
+            if deliver is not None:
+                deliver(Received(base64.b64decode(event["data"]), int(event["value_id"]), str(event["type"])))
+        elif kind in ("put", "nodes"):
+            future = self._requests.get(event["id"])
+            if future is not None and not future.done():
+                future.set_result(event["ok"] if kind == "put" else event["good"])
+        elif kind == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(event)
+        elif kind == "error":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(RendezvousError(
+                    f"the DHT node cannot start on port {self.port}: {event['message']}",
+                    hint="choose another rendezvous.dht.port, or 0 for any"))
+        elif kind == "warning":
+            log.warning("dht: %s", event["message"])
