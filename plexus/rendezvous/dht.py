@@ -13,7 +13,12 @@ never pin it; and it would only repeat the checks the offer layer makes anyway. 
 endpoint) and pinned peer certificates (the key we put on is derived from the peer's certificate).
 
 The carrier itself drops, with one log line each, values that are not ours (another opendht user type on our
-key) or too large, and silently skips a value it has already delivered (the DHT re-announces values).
+key) or too large, and silently skips a value it has already delivered (the DHT re-announces values). Values
+stay on the DHT for ten minutes, and an acceptor started again would answer its last session's invites: as
+in the original tool, a value's id says when it was put, and the accept side drops values put (by the sender's
+clock) more than ``LINGER_SLACK`` seconds before it started listening. The id is not authenticated: it only
+ever drops values; an attacker replaying an invite under a new id to a freshly started acceptor gets an
+answer encrypted to the real peer, and no secret (see ``freshness``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -48,6 +54,16 @@ PUT_RETRY = 1.0  # pause between attempts after a failed put
 REBOOTSTRAP_INTERVAL = 5.0  # ping the bootstrap nodes again (one packet each) so a restarted one learns of us
 MAX_PENDING = 1024  # received values not yet read by the exchange
 SEEN_CAPACITY = 4096
+LINGER_SLACK = 10.0  # accept side: values put this long before we listened are an earlier session's
+
+
+def value_id(now: float) -> int:
+    """An opendht value id that tells when it was put: milliseconds since 1970 above 20 random bits."""
+    return (int(now * 1000) << 20) | secrets.randbits(20)
+
+
+def value_time(identifier: int) -> float:
+    return (identifier >> 20) / 1000
 
 
 def _settings(profile: Profile) -> DhtRendezvous:
@@ -62,6 +78,9 @@ class DhtCarrier:
     def __init__(self, profile: Profile, *, bind: str = "") -> None:
         settings = _settings(profile)
         self._own_key = key_text(load_own(profile).certificate, settings.app)
+        self._accepting = profile.role == "accept"
+        self._linger = min(LINGER_SLACK, profile.rendezvous.max_age)
+        self.listening_since = 0.0
         self._peer_keys = {peer.id: key_text(peer_certificate(peer), settings.app) for peer in profile.peers}
         self.node = DhtNode(port=settings.port, network=settings.network, bootstrap=settings.bootstrap, bind=bind)
         self._pending: asyncio.Queue[Received] = asyncio.Queue(MAX_PENDING)
@@ -71,6 +90,7 @@ class DhtCarrier:
 
     async def __aenter__(self) -> DhtCarrier:
         await self.node.start()
+        self.listening_since = time.time()
         self.node.listen(self._own_key, self._deliver)
         self._maintenance = asyncio.create_task(self._rebootstrap(), name="plexus-dht-rebootstrap")
         return self
@@ -89,7 +109,7 @@ class DhtCarrier:
         key = self._peer_keys.get(peer.id)
         if key is None:
             raise RendezvousError(f"peer {peer.id!r} is not in this profile")
-        task = asyncio.create_task(self._put_until_stored(peer, key, data, secrets.randbits(63) + 1))
+        task = asyncio.create_task(self._put_until_stored(peer, key, data, value_id(time.time())))
         self._puts.add(task)
         task.add_done_callback(self._put_finished)
         done, _ = await asyncio.wait({task}, timeout=PUT_WAIT)
@@ -138,6 +158,11 @@ class DhtCarrier:
             if len(value.data) > MAX_DOCUMENT_BYTES:
                 log.warning("rendezvous: dropped %s: %d bytes, more than %d", origin, len(value.data),
                             MAX_DOCUMENT_BYTES)
+                continue
+            put_at = value_time(value.value_id)
+            if self._accepting and put_at < self.listening_since - self._linger:
+                log.warning("rendezvous: dropped %s: put %.0f s before we started listening (an earlier "
+                            "session's)", origin, self.listening_since - put_at)
                 continue
             if self._first_sight(value):
                 yield Document(value.data, origin)
@@ -226,8 +251,7 @@ def _load_for_keygen(name: str) -> Profile:
     except ProfileError as error:
         problems = getattr(error, "problems", None) or []
         ours = {"rendezvous.smime.certificate", "rendezvous.smime.key"}
-        if not problems or any(problem.field not in ours or "does not exist" not in problem.message
-                               for problem in problems):
+        if not problems or any(problem.field not in ours for problem in problems):
             raise
     from plexus.profile.build import build_profile
     from plexus.profile.document import load_document

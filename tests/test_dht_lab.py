@@ -1,0 +1,158 @@
+"""The DHT rendezvous in the lab: a bootstrap node in srv (``plexus.lab.dht``), alice in site a and bob in site b
+behind their NATs, the mail server stopped to show it plays no part."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plexus.lab import mail
+from plexus.lab.dht import dht_profile_overrides, start_bootstrap, stop_bootstrap
+
+PROBE = [sys.executable, "-m", "plexus.rendezvous.dht_probe"]
+DHT_UP = [sys.executable, str(Path(__file__).with_name("dht_up.py"))]
+
+
+@pytest.fixture(scope="module")
+def dht_lab(lab: Any) -> Iterator[Any]:
+    """The lab with its DHT bootstrap node running, the DHT profiles alice-dht (site b, bob accepting) and
+    bob-dht (site a, alice initiating), and the mail server stopped for the duration."""
+    start_bootstrap(lab)
+    lab.write_profile("b", "alice-dht", **dht_profile_overrides())
+    lab.write_profile("a", "bob-dht", **dht_profile_overrides())
+    lab.write_profile("c", "bob-dht", **dht_profile_overrides())
+    mail.stop(lab.state)
+    try:
+        yield lab
+    finally:
+        stop_bootstrap(lab)
+        mail.start(lab.topology, lab.state)
+
+
+def probe_events(process: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in process.lines() if line.startswith('{"event"')]
+
+
+def wait_events(process: Any, kind: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [event for event in probe_events(process) if event["event"] == kind]
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline or process.returncode is not None:
+            pytest.fail(f"no {count} {kind!r} event(s) from {' '.join(process.argv)} in site {process.site} "
+                        f"(exit {process.returncode}); output:\n{process.output()[-3000:]}", pytrace=False)
+        time.sleep(0.02)
+
+
+def exchange_once(site_spawn: Any, site_run: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    bob = site_spawn("b", [*PROBE, "alice-dht", "--accept", "--count", "1"])
+    assert wait_events(bob, "ready")[0]["bootstrap"], "bob's DHT node did not reach the bootstrap node"
+    alice = site_run("a", [*PROBE, "bob-dht", "--invite", "bob", "--endpoint", "198.18.11.2:40000"], timeout=30)
+    assert alice.returncode == 0, alice.stdout + alice.stderr
+    ours = [json.loads(line) for line in alice.stdout.splitlines() if '"agreement"' in line][0]
+    theirs = wait_events(bob, "agreement")[0]
+    return ours, theirs, bob
+
+
+def test_offers_cross_the_dht_between_two_nats_with_the_mail_server_down(
+        dht_lab: Any, site_spawn: Any, site_run: Any) -> None:
+    assert not any(label in dht_lab.state.pids() for label in ("dovecot", "smtpd")), "the mail server runs"
+    ours, theirs, bob = exchange_once(site_spawn, site_run)
+    assert ours["fingerprint"] == theirs["fingerprint"] and ours["session_id"] == theirs["session_id"]
+    assert (ours["peer"], theirs["peer"]) == ("bob", "alice")
+    assert theirs["peer_endpoint"] == ["198.18.11.2", 40000]
+
+
+def test_doctor_reaches_the_lab_bootstrap_node(dht_lab: Any, site_run: Any) -> None:
+    script = ("import asyncio, json; from plexus.profile import load; from plexus.rendezvous.dht import check_dht; "
+              "print(json.dumps([[c.name, c.status, c.detail] for c in asyncio.run(check_dht(load('bob-dht')))]))")
+    done = site_run("a", [sys.executable, "-c", script], timeout=30)
+    assert done.returncode == 0, done.stderr
+    checks = json.loads(done.stdout.splitlines()[-1])
+    assert [status for _, status, _ in checks] == ["ok", "ok", "ok"], checks
+    assert checks[-1][0] == "DHT bootstrap 198.18.0.10:4222"
+
+
+def test_bootstrap_node_restarted_while_bob_waits(dht_lab: Any, site_spawn: Any, site_run: Any) -> None:
+    bob = site_spawn("b", [*PROBE, "alice-dht", "--accept", "--count", "1"])
+    wait_events(bob, "ready")
+    stop_bootstrap(dht_lab)
+    time.sleep(1.0)
+    start_bootstrap(dht_lab)  # a new node (new id, empty tables) at the same address
+    alice = site_run("a", [*PROBE, "bob-dht", "--invite", "bob"], timeout=40)
+    assert alice.returncode == 0, alice.stdout + alice.stderr
+    theirs = wait_events(bob, "agreement", timeout=20)[0]
+    ours = [json.loads(line) for line in alice.stdout.splitlines() if '"agreement"' in line][0]
+    assert ours["fingerprint"] == theirs["fingerprint"]
+
+
+FORGER = """
+import asyncio, sys, time
+from plexus.profile import load
+from plexus.rendezvous.auth import SmimeAuthenticator
+from plexus.rendezvous.dht import value_id
+from plexus.rendezvous.dht_identity import key_text, load_own, peer_certificate
+from plexus.rendezvous.dht_node import DhtNode
+from plexus.rendezvous.offer import Offer
+
+async def main():
+    carol = load("bob-dht")  # site c: carol, a configured peer of bob's, turned forger
+    bob = carol.peers[0]
+    key = key_text(peer_certificate(bob), carol.rendezvous.dht.app)
+    sealer = SmimeAuthenticator(load_own(carol), carol.peers, [])
+    async with DhtNode(bootstrap=carol.rendezvous.dht.bootstrap) as node:
+        seen = asyncio.Queue()
+        node.listen(key, seen.put_nowait)
+        await asyncio.sleep(1.0)  # what is there already is earlier tests' (values live 10 min)
+        earlier = set()
+        while not seen.empty():
+            earlier.add(seen.get_nowait().value_id)
+        print("listening", flush=True)
+        genuine = await asyncio.wait_for(seen.get(), 30)   # alice's invite to bob, as anyone may read it
+        while genuine.value_id in earlier:
+            genuine = await asyncio.wait_for(seen.get(), 30)
+        forged = Offer(kind="invite", sender="alice", recipient="bob", nonce=Offer.new_nonce(), time=time.time(),
+                       endpoint=("198.18.13.2", 9), nat="endpoint-independent", key=bytes(range(32))).encode()
+        puts = [await node.put(key, genuine.data, 5, value_id=value_id(time.time())),  # replayed, a new value
+                await node.put(key, sealer.seal(forged, bob), 5, value_id=value_id(time.time()))]  # carol as alice
+        print("put", puts, flush=True)
+asyncio.run(main())
+"""
+
+
+def test_forged_and_replayed_values_are_dropped_in_the_lab(dht_lab: Any, site_spawn: Any, site_run: Any) -> None:
+    bob = site_spawn("b", [*PROBE, "alice-dht", "--accept", "--count", "0"])
+    wait_events(bob, "ready")
+    forger = site_spawn("c", [sys.executable, "-c", FORGER])
+    forger.wait_for("listening", timeout=15)
+    alice = site_run("a", [*PROBE, "bob-dht", "--invite", "bob"], timeout=30)
+    assert alice.returncode == 0, alice.stdout + alice.stderr
+    assert "True" in forger.wait_for("put", timeout=20)
+    deadline = time.monotonic() + 10
+    wanted = ("replayed (nonce seen before)", "claims to be from 'alice' but is not signed by its certificate")
+    while not all(text in bob.output() for text in wanted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    output = bob.output()
+    for text in wanted:
+        assert output.count(text) == 1, f"expected one drop line with {text!r}:\n{output[-3000:]}"
+    assert len(wait_events(bob, "agreement")) == 1 and len(wait_events(bob, "received")) == 1
+
+
+def test_plexus_up_brings_the_tunnel_up_over_the_dht(dht_lab: Any, site_spawn: Any, site_run: Any) -> None:
+    """`plexus up alice-dht` in b and `plexus up bob-dht` in a: openvpn across the NATs, ping both ways."""
+    from test_up_e2e import ping, wait_event
+
+    bob = site_spawn("b", [*DHT_UP, "up", "alice-dht", "--json"])
+    wait_event(bob, "offer-received", "start")
+    alice = site_spawn("a", [*DHT_UP, "up", "bob-dht", "--json"])
+    for side in (alice, bob):
+        wait_event(side, "payload", "info", timeout=40)
+    assert ping(site_run, "a", "198.19.0.2"), "no ping across the tunnel from alice"
+    assert ping(site_run, "b", "198.19.0.1"), "no ping across the tunnel from bob"
