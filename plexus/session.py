@@ -61,12 +61,13 @@ async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreemen
                             opener: Opener | None = None) -> int:
     peer_id = agreement.peer.id
     accepting = agreement.role == "accept"
+    timeout = _punch_window(profile, accepting)
     try:
         with phase(report, "punch", f"to {agreement.peer_endpoint[0]}:{agreement.peer_endpoint[1]}",
                    peer_id) as result:
             punched = await handshake(
                 local.port, agreement.peer_endpoint, agreement.secret, agreement.session_id, accepting=accepting,
-                hops=profile.punch.hops, timeout=profile.punch.timeout, interval=profile.punch.interval,
+                hops=profile.punch.hops, timeout=timeout, interval=profile.punch.interval,
                 opener=opener)
             result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]}"
             result.update(sent=punched.stats.sent, received=punched.stats.received, dropped=punched.stats.dropped)
@@ -77,6 +78,12 @@ async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreemen
         peer_id=peer_id, role=agreement.role, peer_values=dict(agreement.peer_exports),
         vars=profile.payload_vars(agreement.peer))
     return await run_payload(local.template, local.prepared, context, report)
+
+
+def _punch_window(profile: Profile, accepting: bool) -> float:
+    """How long to punch. The acceptor cannot know when its answer reaches the initiator (a slow or lossy
+    mailbox may take most of the initiator's rendezvous timeout), so it keeps its side open that much longer."""
+    return profile.punch.timeout + (profile.rendezvous.timeout if accepting else 0.0)
 
 
 def _refusal_reason(mapping: str) -> str | None:
@@ -151,7 +158,8 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
         # Open our NAT toward the peer before our answer leaves: by the time the initiator punches, the hole exists.
-        opener = Opener(port, invite.endpoint, profile.punch.hops, profile.punch.interval, profile.punch.timeout)
+        opener = Opener(port, invite.endpoint, profile.punch.hops, profile.punch.interval,
+                        _punch_window(profile, accepting=True))
         opener.start()
         try:
             with phase(report, "offer-sent", f"accept to {peer_id}", peer_id):

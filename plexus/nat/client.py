@@ -33,14 +33,16 @@ LAST_WAIT = 16  # Rm: after the last request, wait Rm * RTO
 
 def retransmission_schedule(rto: float, deadline: float) -> Iterator[float]:
     """Offsets (seconds from the first send) at which requests go out: 0, RTO, 3 RTO, 7 RTO, ... (Rc at most),
-    only those before ``deadline`` (the first always goes)."""
+    only those before ``deadline`` (the first always goes). The doubling interval is capped so that all Rc
+    requests fit into the deadline: on a lossy path seven tries in 3 s beat five."""
     offset, interval = 0.0, rto
+    cap = max(rto, deadline / REQUESTS_MAX)
     for _ in range(REQUESTS_MAX):
         if offset and offset >= deadline:
             return
         yield offset
         offset += interval
-        interval *= 2
+        interval = min(interval * 2, cap)
 
 
 @dataclass(frozen=True)
