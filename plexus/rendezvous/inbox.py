@@ -30,8 +30,8 @@ from plexus.rendezvous.mail import (
     MAX_MAIL_BYTES,
     OFFER_HEADER,
     RECIPIENT_HEADER,
-    describe_failure,
     extract_document,
+    failure,
     parse_headers,
     tls_context,
 )
@@ -99,8 +99,7 @@ class Inbox:
             raise
         except (*NETWORK_ERRORS, ConnectionLost) as error:
             await self.close()
-            raise RendezvousError(describe_failure(server, "IMAP", error),
-                                  hint="check the imap host, port and tls, and rendezvous.email.ca") from None
+            raise failure(server, "IMAP", error, "check the imap host, port and tls, and rendezvous.email.ca") from None
         uidvalidity = _number(rb"UIDVALIDITY (\d+)", response.lines)
         if uidvalidity != self._uidvalidity:  # a new (or recreated) folder: look at all of its plexus mail
             self._uidvalidity, self._next_uid, self._scanned_to = uidvalidity, 1, 1

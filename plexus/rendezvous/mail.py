@@ -77,6 +77,23 @@ def extract_document(data: bytes) -> bytes:
     raise ValueError(f"no offer part ({', '.join(OFFER_TYPES)})")
 
 
+class TransientMailError(RendezvousError):
+    """A timeout or a dropped connection: worth another try (a lossy path, a server restarting)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return False
+    return isinstance(error, (TimeoutError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                              aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError))
+
+
+def failure(server: MailServer, what: str, error: BaseException, hint: str) -> RendezvousError:
+    """The one-line error for a failed connection; TransientMailError when retrying may help."""
+    kind = TransientMailError if is_transient(error) else RendezvousError
+    return kind(describe_failure(server, what, error), hint=hint)
+
+
 def describe_failure(server: MailServer, what: str, error: BaseException) -> str:
     """One line for a failed mail connection: unreachable, untrusted certificate, or a refused login."""
     where = f"{what} server {server.host}:{server.port}"
@@ -106,8 +123,7 @@ async def send_mail(config: EmailRendezvous, password: str, message: EmailMessag
                               f"{message['To']}: {error}", hint="check peers[].address") from None
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
         cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLError) else error
-        raise RendezvousError(describe_failure(server, "SMTP", cause),
-                              hint=_hint(cause)) from None
+        raise failure(server, "SMTP", cause, _hint(cause)) from None
 
 
 def _hint(error: BaseException) -> str:
