@@ -5,7 +5,9 @@ run) in the server namespace, so that the sites' DHT profiles never reach for a 
     lab.write_profile("b", "alice-dht", **dht_profile_overrides())
     stop_bootstrap(lab)
 
-The node process is ``plexus/rendezvous/dht_worker.py --serve`` (it prints a "ready" line once bound).
+The node process is ``plexus/rendezvous/dht_worker.py --serve`` (it prints a "ready" line once bound), a
+normal node (not opendht's bootstrap mode): it stores values and keeps listens, so sites behind NATs that
+cannot reach each other directly still meet through it.
 Debian's ``dhtnode`` (bookworm: 2.4) would work too, but needs a package the wheel already makes unnecessary.
 """
 
@@ -27,9 +29,10 @@ def bootstrap_endpoint() -> str:
     return f"{BOOTSTRAP_HOST}:{BOOTSTRAP_PORT}"
 
 
-def dht_profile_overrides() -> dict[str, Any]:
-    """``Lab.write_profile`` overrides that turn a site's lab profile into its DHT variant (no mailbox)."""
-    return {"rendezvous": {"email": None, "dht": {"bootstrap": [bootstrap_endpoint()], "app": LAB_APP}}}
+def dht_profile_overrides(app: str = LAB_APP) -> dict[str, Any]:
+    """``Lab.write_profile`` overrides that turn a site's lab profile into its DHT variant (no mailbox);
+    another ``app`` gives other DHT keys (tests that must not see each other's values)."""
+    return {"rendezvous": {"email": None, "dht": {"bootstrap": [bootstrap_endpoint()], "app": app}}}
 
 
 def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
@@ -37,7 +40,7 @@ def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
     log_name = f"{LABEL}.out"
     log_file = lab.state.logs / log_name
     offset = log_file.stat().st_size if log_file.exists() else 0
-    argv = worker_argv(port=BOOTSTRAP_PORT, bind=BOOTSTRAP_HOST, bootstrap_mode=True, serve=True)
+    argv = worker_argv(port=BOOTSTRAP_PORT, bind=BOOTSTRAP_HOST, serve=True)
     pid = daemons.start(lab.state, lab.ns("srv"), LABEL, argv)
 
     def ready() -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -82,7 +83,12 @@ class DhtCarrier:
         self._linger = min(LINGER_SLACK, profile.rendezvous.max_age)
         self.listening_since = 0.0
         self._peer_keys = {peer.id: key_text(peer_certificate(peer), settings.app) for peer in profile.peers}
-        self.node = DhtNode(port=settings.port, network=settings.network, bootstrap=settings.bootstrap, bind=bind)
+        self._make_node = functools.partial(DhtNode, port=settings.port, network=settings.network,
+                                            bootstrap=settings.bootstrap, bind=bind)
+        self.node = self._make_node()
+        self._node_ready = asyncio.Event()
+        self._keep = max(profile.rendezvous.timeout, PUBLISH_TIMEOUT)  # how long our puts may still matter
+        self._published: list[tuple[Peer, str, bytes, int]] = []  # (peer, key, data, value id): to re-put
         self._pending: asyncio.Queue[Received] = asyncio.Queue(MAX_PENDING)
         self._seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
         self._maintenance: asyncio.Task[None] | None = None
@@ -92,6 +98,7 @@ class DhtCarrier:
         await self.node.start()
         self.listening_since = time.time()
         self.node.listen(self._own_key, self._deliver)
+        self._node_ready.set()
         self._maintenance = asyncio.create_task(self._rebootstrap(), name="plexus-dht-rebootstrap")
         return self
 
@@ -109,23 +116,32 @@ class DhtCarrier:
         key = self._peer_keys.get(peer.id)
         if key is None:
             raise RendezvousError(f"peer {peer.id!r} is not in this profile")
-        task = asyncio.create_task(self._put_until_stored(peer, key, data, value_id(time.time())))
-        self._puts.add(task)
-        task.add_done_callback(self._put_finished)
+        identifier = value_id(time.time())
+        self._published = [entry for entry in self._published if value_time(entry[3]) > time.time() - self._keep]
+        self._published.append((peer, key, data, identifier))
+        task = self._start_put(peer, key, data, identifier)
         done, _ = await asyncio.wait({task}, timeout=PUT_WAIT)
         if not done and not await self.node.good_nodes():  # not connected at all (yet): wait for the verdict
             done, _ = await asyncio.wait({task}, timeout=PUT_TIMEOUT + 1)
         if task in done:
             task.result()
 
-    async def _put_until_stored(self, peer: Peer, key: str, data: bytes, value_id: int) -> None:
+    def _start_put(self, peer: Peer, key: str, data: bytes, identifier: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._put_until_stored(peer, key, data, identifier))
+        self._puts.add(task)
+        task.add_done_callback(self._put_finished)
+        return task
+
+    async def _put_until_stored(self, peer: Peer, key: str, data: bytes, identifier: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT
         attempts = 0
         while True:
             attempts += 1
-            stored = await self.node.put(key, data, PUT_TIMEOUT, value_id=value_id)
-            if stored:
+            await self._node_ready.wait()
+            node = self.node
+            stored = await node.put(key, data, PUT_TIMEOUT, value_id=identifier)
+            if stored or node is not self.node:  # stored, or our node was renewed meanwhile (the new one puts it)
                 return
             if stored is None and not await self.node.good_nodes():
                 bootstrap = ", ".join(str(endpoint) for endpoint in self.node.bootstrap_nodes) or "none"
@@ -186,10 +202,39 @@ class DhtCarrier:
             self._seen.popitem(last=False)
         return True
 
+    async def _renew_node(self) -> None:
+        """Replace our node by a fresh one (new id, empty tables), listening on our key and putting again what
+        we published lately. A bootstrap node that restarted forgot our listen, and opendht's searches go on
+        asking its old id for tens of seconds; a new node finds the new one at once."""
+        log.info("rendezvous: a DHT bootstrap node was restarted (new node id); starting our node afresh")
+        old, self.node = self.node, self._make_node()
+        self._node_ready.clear()
+        try:
+            await old.close()
+            await self.node.start()
+            self.node.listen(self._own_key, self._deliver)
+        finally:
+            self._node_ready.set()
+        for peer, key, data, identifier in self._published:
+            if value_time(identifier) > time.time() - self._keep:
+                self._start_put(peer, key, data, identifier)
+
     async def _rebootstrap(self) -> None:
+        """Every few seconds: ping the bootstrap nodes again, and renew our node when one of them answers with
+        a new node id (it was restarted and lost our listen and the values stored with it)."""
+        await asyncio.sleep(0.5)  # the first pings' answers
+        known = await self.node.node_ids()
         while True:
             await asyncio.sleep(REBOOTSTRAP_INTERVAL)
+            await self._node_ready.wait()
             self.node.rebootstrap()
+            await asyncio.sleep(0.5)  # the pings' answers
+            current = await self.node.node_ids()
+            addresses = {address for address, _ in known}
+            if any(address in addresses for address, _ in current - known):
+                await self._renew_node()
+                known = await self.node.node_ids()
+            known |= current
 
 
 def open_dht_exchange(profile: Profile, *, trace: Trace | None = None, bind: str = "") -> OfferExchange:

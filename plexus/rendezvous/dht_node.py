@@ -101,10 +101,15 @@ class DhtNode:
         """Ping every configured bootstrap node (again): cheap, and it re-joins a restarted bootstrap node."""
         self._send({"op": "bootstrap"})
 
-    async def good_nodes(self) -> set[str]:
-        """``ip:port`` of the nodes in our IPv4 routing table that answered recently (no network traffic)."""
+    async def node_ids(self) -> set[tuple[str, str]]:
+        """(``ip:port``, node id) of the nodes in our IPv4 routing table that answered recently (asks our node
+        only; no network traffic)."""
         reply = await self._request({"op": "nodes"}, 2.0)
-        return set(reply or ())
+        return {(address, node) for node, address in reply or ()}
+
+    async def good_nodes(self) -> set[str]:
+        """``ip:port`` of the nodes in our IPv4 routing table that answered recently."""
+        return {address for address, _ in await self.node_ids()}
 
     async def reached(self, endpoint: Endpoint, timeout: float) -> bool:
         """Whether the bootstrap node ``endpoint`` answered us (it then shows as a good node) within
@@ -169,13 +174,14 @@ class DhtNode:
         process.stdin.write(json.dumps(command, separators=(",", ":")).encode() + b"\n")
 
     async def _request(self, command: dict[str, Any], timeout: float) -> Any:
+        """The node's answer to ``command``; None when it does not answer in time or is not running."""
         request = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[request] = future
         try:
             self._send({**command, "id": request})
             return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+        except (TimeoutError, RendezvousError):
             return None
         finally:
             self._requests.pop(request, None)

@@ -10,7 +10,7 @@ Commands (one JSON object per line): ``{"op": "put", "id": n, "key": text, "data
 "value_id": n}``,
 ``{"op": "listen", "key": text}``, ``{"op": "bootstrap"}``, ``{"op": "nodes", "id": n}``, ``{"op": "quit"}``.
 Events: ``ready`` (with ``port``), ``error``, ``put`` (``id``, ``ok``), ``value`` (``key``, ``data``, ``value_id``,
-``type``), ``nodes`` (``id``, ``good``: ``ip:port`` of the answering nodes in the IPv4 routing table).
+``type``), ``nodes`` (``id``, ``good``: ``[node id, ip:port]`` of the answering nodes in the IPv4 routing table).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-GOOD_NODE = re.compile(r"^\s*Node [0-9a-f]+ (\S+)\s.*\[good\]", re.MULTILINE)
+GOOD_NODE = re.compile(r"^\s*Node ([0-9a-f]+) (\S+)\s.*\[good\]", re.MULTILINE)
 _output = threading.Lock()
 
 
@@ -64,6 +64,16 @@ def bootstrap(runner: Any, nodes: list[str]) -> None:
             emit({"event": "warning", "message": f"bootstrap node {node}: {error}"})
 
 
+def on_value(key: str) -> Any:
+    def deliver(value: Any, expired: bool) -> bool:
+        if not expired:
+            emit({"event": "value", "key": key, "data": base64.b64encode(value.data).decode(),
+                  "value_id": int(value.id), "type": str(value.user_type)})
+        return True
+
+    return deliver
+
+
 def serve(runner: Any, args: argparse.Namespace) -> None:
     import opendht
 
@@ -85,20 +95,16 @@ def serve(runner: Any, args: argparse.Namespace) -> None:
             runner.put(opendht.InfoHash.get(command["key"]), value,
                        lambda ok, _nodes, request=request: emit({"event": "put", "id": request, "ok": bool(ok)}))
         elif op == "listen":
-            key = command["key"]
-
-            def on_value(value: Any, expired: bool, key: str = key) -> bool:
-                if not expired:
-                    emit({"event": "value", "key": key, "data": base64.b64encode(value.data).decode(),
-                          "value_id": int(value.id), "type": str(value.user_type)})
-                return True
-
-            runner.listen(opendht.InfoHash.get(key), on_value)
-        elif op == "bootstrap":
-            bootstrap(runner, args.bootstrap)
+            runner.listen(opendht.InfoHash.get(command["key"]), on_value(command["key"]))
+        elif op == "bootstrap":  # ping each bootstrap address: a restarted node answers with its new id
+            for node in args.bootstrap:
+                host, _, port = node.rpartition(":")
+                for address in opendht.SockAddr.resolve(host.strip("[]"), port):
+                    runner.ping(address, lambda ok: None)
         elif op == "nodes":
             table = runner.getRoutingTablesLog(socket.AF_INET)
-            emit({"event": "nodes", "id": command["id"], "good": GOOD_NODE.findall(table)})
+            emit({"event": "nodes", "id": command["id"], "good": [[node, address] for node, address
+                                                                   in GOOD_NODE.findall(table)]})
 
 
 def main(argv: list[str] | None = None) -> int:
