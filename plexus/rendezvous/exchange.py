@@ -26,7 +26,6 @@ from plexus.rendezvous.secret import Ephemeral, derive
 
 log = logging.getLogger("plexus.rendezvous")
 
-FAST_WINDOW = 5.0  # seconds after an invite during which the carrier looks for the answer eagerly
 MAX_QUEUED_INVITES = 256
 WITHDRAW_TIMEOUT = 3.0  # bound on sending a withdrawal while stopping
 
@@ -79,7 +78,7 @@ class OfferExchange:
         self._waiting[offer.nonce] = waiting
         answered = False
         try:
-            self.carrier.expect_reply(min(timeout, FAST_WINDOW))
+            self.carrier.expect_reply(timeout)
             await self._send(peer, offer)
             agreement = await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
             answered = True

@@ -39,6 +39,9 @@ from plexus.rendezvous.mail import (
 log = logging.getLogger("plexus.rendezvous")
 
 FAST_INTERVAL = 0.025  # NOOP cadence while an answer is expected
+FAST_SPAN = 5.0  # ... for this long after an offer went out
+ANSWER_POLL = 0.5  # then NOOP at this cadence until the answer's deadline (never IDLE while an answer is due:
+                   # a lossy or slow path must not leave the answer waiting for the next IDLE refresh)
 COMMAND_TIMEOUT = 15.0
 OPEN_TIMEOUT = 30.0  # connect + TLS + login + select, all together
 IDLE_REFRESH = 120.0  # re-issue IDLE (a silently dead connection shows up then, at the latest)
@@ -71,6 +74,7 @@ class Inbox:
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
         self._fast_until = 0.0
+        self._answer_until = 0.0
         self._next_uid = 1
         self._collected: list[int] = []  # UIDs of our offer mails handed over, to delete
         self._scanned_to = 1  # becomes _next_uid once the collected mails are deleted (else: seen again)
@@ -81,7 +85,9 @@ class Inbox:
     def expect_reply(self, within: float) -> None:
         if self._fast_interval is None:
             return
-        self._fast_until = max(self._fast_until, time.monotonic() + within)
+        now = time.monotonic()
+        self._fast_until = max(self._fast_until, now + min(within, FAST_SPAN))
+        self._answer_until = max(self._answer_until, now + within)
         self._wake.set()
 
     async def open(self) -> None:
@@ -265,6 +271,8 @@ class Inbox:
         self._wake.clear()
         if self._fast_interval is not None and time.monotonic() < self._fast_until:
             await self._sleep(self._fast_interval, wake=False)
+        elif time.monotonic() < self._answer_until:
+            await self._sleep(min(ANSWER_POLL, self._config.imap.poll), wake=True)
         elif self._steady_poll is not None and self._steady_poll < self._config.imap.poll:
             await self._sleep(self._steady_poll, wake=True)
         elif self.idle:
