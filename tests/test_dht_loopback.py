@@ -17,7 +17,7 @@ from plexus.errors import RendezvousError
 from plexus.profile.model import Endpoint, Profile
 from plexus.rendezvous.auth import SmimeAuthenticator
 from plexus.rendezvous.base import Agreement, LocalOffer
-from plexus.rendezvous.dht import DhtCarrier, check_dht, open_dht_exchange
+from plexus.rendezvous.dht import DhtCarrier, check_dht, open_dht_exchange, value_id
 from plexus.rendezvous.dht_identity import key_text, load_own
 from plexus.rendezvous.dht_node import DhtNode, Received
 from plexus.rendezvous.exchange import OfferExchange
@@ -143,9 +143,10 @@ async def test_forged_replayed_stale_foreign_and_garbage_values_are_dropped(
             "stale": as_alice.seal(invite("alice", time.time() - 3600), bob_peer),
             "cannot decrypt": b"\x30\x03garbage that is not CMS",
         }
-        for data in drops.values():
-            assert await raw.put(bob_key, data, 5)
-        assert await raw.put(bob_key, b"someone else's data", 5, user_type="text/plain")
+        for data in drops.values():  # value ids as plexus makes them (else the acceptor drops them as old)
+            assert await raw.put(bob_key, data, 5, value_id=value_id(time.time()))
+        assert await raw.put(bob_key, b"someone else's data", 5, user_type="text/plain",
+                             value_id=value_id(time.time()))
         expected = [*drops, "foreign value"]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
