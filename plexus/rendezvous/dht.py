@@ -98,6 +98,8 @@ class DhtCarrier:
         await self.node.start()
         self.listening_since = time.time()
         self.node.listen(self._own_key, self._deliver)
+        for key in self._peer_keys.values() if not self._accepting else ():
+            self.node.warm(key)  # overlaps with STUN in `plexus up`: the invite's put then goes out at once
         self._node_ready.set()
         self._maintenance = asyncio.create_task(self._rebootstrap(), name="plexus-dht-rebootstrap")
         return self

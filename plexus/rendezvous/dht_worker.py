@@ -8,7 +8,8 @@ process never needs ``join``: it ends with ``os._exit`` and takes its threads al
 
 Commands (one JSON object per line): ``{"op": "put", "id": n, "key": text, "data": b64, "type": text,
 "value_id": n}``,
-``{"op": "listen", "key": text}``, ``{"op": "bootstrap"}``, ``{"op": "nodes", "id": n}``, ``{"op": "quit"}``.
+``{"op": "listen", "key": text}``, ``{"op": "warm", "key": text}``, ``{"op": "bootstrap"}``,
+``{"op": "nodes", "id": n}``, ``{"op": "quit"}``.
 Events: ``ready`` (with ``port``), ``error``, ``put`` (``id``, ``ok``), ``value`` (``key``, ``data``, ``value_id``,
 ``type``), ``nodes`` (``id``, ``good``: ``[node id, ip:port]`` of the answering nodes in the IPv4 routing table).
 """
@@ -96,6 +97,8 @@ def serve(runner: Any, args: argparse.Namespace) -> None:
                        lambda ok, _nodes, request=request: emit({"event": "put", "id": request, "ok": bool(ok)}))
         elif op == "listen":
             runner.listen(opendht.InfoHash.get(command["key"]), on_value(command["key"]))
+        elif op == "warm":  # look the key up now, so that a later put finds its nodes at once
+            runner.get(opendht.InfoHash.get(command["key"]), lambda value: True, lambda ok, nodes: None)
         elif op == "bootstrap":  # ping each bootstrap address: a restarted node answers with its new id
             for node in args.bootstrap:
                 host, _, port = node.rpartition(":")
