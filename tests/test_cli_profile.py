@@ -21,11 +21,13 @@ PROBLEM_LINE = re.compile(r"^[^\n]+:\d+:\d+: \S.*$")
 def examples(tmp_path: Path) -> Path:
     target = tmp_path / "examples"
     shutil.copytree(EXAMPLES, target)
+    for key in target.glob("certs/*.key"):  # git checks files out 0644; a private key wants 0600
+        key.chmod(0o600)
     return target
 
 
-def test_validate_examples_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))]) == 0
+def test_validate_examples_exit_0(examples: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", *map(str, sorted(examples.glob("*.yaml")))]) == 0
     out, err = capsys.readouterr()
     assert out == "" and "3 profiles, all valid" in err and "base" in err
 

@@ -25,6 +25,8 @@ def examples(tmp_path: Path) -> Path:
     """A private copy of the example profiles (with their certificates) to break on purpose."""
     target = tmp_path / "examples"
     shutil.copytree(EXAMPLES, target)
+    for key in target.glob("certs/*.key"):  # git checks files out 0644; a private key wants 0600
+        key.chmod(0o600)
     return target
 
 

@@ -221,8 +221,9 @@ def test_ctrl_c_while_waiting_leaves_nothing(lab: Any, site_spawn: Any, site_run
     """Interrupted while waiting for an answer that never comes: exits at once, no process, no run directory,
     and no plexus mail left in either mailbox: the invite is withdrawn, and bob, started later, answers
     neither."""
-    from test_rendezvous_mail import inventory  # the tests' IMAP view of a lab mailbox
+    from test_rendezvous_mail import clear, inventory  # the tests' IMAP view of a lab mailbox
 
+    clear(lab, "alice"), clear(lab, "bob")  # earlier tests leave other mail there
     before = set(os.listdir("/run/plexus")) if os.path.isdir("/run/plexus") else set()
     alice = up(site_spawn, "a", "bob")
     wait_event(alice, "offer-sent", "start")
