@@ -55,6 +55,7 @@ PUT_RETRY = 1.0  # pause between attempts after a failed put
 REBOOTSTRAP_INTERVAL = 5.0  # ping the bootstrap nodes again (one packet each) so a restarted one learns of us
 MAX_PENDING = 1024  # received values not yet read by the exchange
 SEEN_CAPACITY = 4096
+FIRST_CONTACT_RENEWALS = 2  # fresh nodes to try when no bootstrap node answers the first one
 LINGER_SLACK = 10.0  # accept side: values put this long before we listened are an earlier session's
 
 
@@ -123,7 +124,7 @@ class DhtCarrier:
         self._published.append((peer, key, data, identifier))
         task = self._start_put(peer, key, data, identifier)
         done, _ = await asyncio.wait({task}, timeout=PUT_WAIT)
-        if not done and not await self.node.good_nodes():  # not connected at all (yet): wait for the verdict
+        if not done and not await self.node.any_reached(1.0):  # no DHT node answers (yet): wait for the verdict
             done, _ = await asyncio.wait({task}, timeout=PUT_TIMEOUT + 1)
         if task in done:
             task.result()
@@ -145,7 +146,7 @@ class DhtCarrier:
             stored = await node.put(key, data, PUT_TIMEOUT, value_id=identifier)
             if stored or node is not self.node:  # stored, or our node was renewed meanwhile (the new one puts it)
                 return
-            if stored is None and not await self.node.good_nodes():
+            if stored is None and not await self.node.any_reached(1.0):
                 bootstrap = ", ".join(str(endpoint) for endpoint in self.node.bootstrap_nodes) or "none"
                 raise RendezvousError(f"no DHT node took the offer for {peer.id!r}: no DHT node answered us "
                                       f"(bootstrap nodes: {bootstrap})", hint="are they up and reachable over UDP? "
@@ -204,11 +205,10 @@ class DhtCarrier:
             self._seen.popitem(last=False)
         return True
 
-    async def _renew_node(self) -> None:
-        """Replace our node by a fresh one (new id, empty tables), listening on our key and putting again what
-        we published lately. A bootstrap node that restarted forgot our listen, and opendht's searches go on
-        asking its old id for tens of seconds; a new node finds the new one at once."""
-        log.info("rendezvous: a DHT bootstrap node was restarted (new node id); starting our node afresh")
+    async def _renew_node(self, why: str) -> None:
+        """Replace our node by a fresh one (new id, port and tables), listening on our key and putting again
+        what we published lately."""
+        log.info("rendezvous: %s; starting our node afresh", why)
         old, self.node = self.node, self._make_node()
         self._node_ready.clear()
         try:
@@ -222,21 +222,18 @@ class DhtCarrier:
                 self._start_put(peer, key, data, identifier)
 
     async def _rebootstrap(self) -> None:
-        """Every few seconds: ping the bootstrap nodes again, and renew our node when one of them answers with
-        a new node id (it was restarted and lost our listen and the values stored with it)."""
-        await asyncio.sleep(0.5)  # the first pings' answers
-        known = await self.node.node_ids()
+        """Ping the bootstrap nodes every few seconds (one packet each), so that a restarted one learns of us
+        again. At start, when none answers within 4 s, start our node afresh on another port (at most
+        ``FIRST_CONTACT_RENEWALS`` times): in the lab a node's first contact sometimes never succeeds, while a
+        new node's does."""
+        for renewal in range(FIRST_CONTACT_RENEWALS + 1):
+            if await self.node.any_reached(4.0) or renewal == FIRST_CONTACT_RENEWALS:
+                break
+            await self._renew_node("no DHT bootstrap node answered within 4 s")
         while True:
             await asyncio.sleep(REBOOTSTRAP_INTERVAL)
             await self._node_ready.wait()
             self.node.rebootstrap()
-            await asyncio.sleep(0.5)  # the pings' answers
-            current = await self.node.node_ids()
-            addresses = {address for address, _ in known}
-            if any(address in addresses for address, _ in current - known):
-                await self._renew_node()
-                known = await self.node.node_ids()
-            known |= current
 
 
 def open_dht_exchange(profile: Profile, *, trace: Trace | None = None, bind: str = "") -> OfferExchange:

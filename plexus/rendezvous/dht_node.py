@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import json
 import logging
-import socket
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -101,31 +100,14 @@ class DhtNode:
         """Ping every configured bootstrap node (again): cheap, and it re-joins a restarted bootstrap node."""
         self._send({"op": "bootstrap"})
 
-    async def node_ids(self) -> set[tuple[str, str]]:
-        """(``ip:port``, node id) of the nodes in our IPv4 routing table that answered recently (asks our node
-        only; no network traffic)."""
-        reply = await self._request({"op": "nodes"}, 2.0)
-        return {(address, node) for node, address in reply or ()}
-
-    async def good_nodes(self) -> set[str]:
-        """``ip:port`` of the nodes in our IPv4 routing table that answered recently."""
-        return {address for address, _ in await self.node_ids()}
-
     async def reached(self, endpoint: Endpoint, timeout: float) -> bool:
-        """Whether the bootstrap node ``endpoint`` answered us (it then shows as a good node) within
-        ``timeout``. Polls our own routing table; sends nothing to the network itself."""
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
-        except OSError:
-            return False
-        addresses = {str(Endpoint(str(info[4][0]), int(info[4][1]))) for info in infos}
-        deadline = loop.time() + timeout
-        while not addresses & await self.good_nodes():
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+        """Whether the node at ``endpoint`` answers a ping within ``timeout``."""
+        return bool(await self._request({"op": "ping", "address": str(endpoint)}, timeout))
+
+    async def any_reached(self, timeout: float) -> bool:
+        """Whether any bootstrap node answers a ping within ``timeout``."""
+        results = await asyncio.gather(*(self.reached(endpoint, timeout) for endpoint in self.bootstrap_nodes))
+        return any(results)
 
     async def put(self, key: str, data: bytes, timeout: float, *, user_type: str = VALUE_TYPE,
                   value_id: int = 0) -> bool | None:
@@ -223,10 +205,10 @@ class DhtNode:
             deliver = self._listeners.get(event["key"])
             if deliver is not None:
                 deliver(Received(base64.b64decode(event["data"]), int(event["value_id"]), str(event["type"])))
-        elif kind in ("put", "nodes"):
+        elif kind in ("put", "ping"):
             future = self._requests.get(event["id"])
             if future is not None and not future.done():
-                future.set_result(event["ok"] if kind == "put" else event["good"])
+                future.set_result(event["ok"])
         elif kind == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(event)

@@ -5,7 +5,7 @@ benchmarks and debugging):
     python3 -m plexus.rendezvous.dht_probe PROFILE --invite PEER [--count N] [--gap MIN MAX]
 
 Events as in ``plexus.rendezvous.probe`` (ready, sent, received, agreement, refused, error); ``ready`` comes
-once our DHT node runs and listens, with ``bootstrap``: whether a bootstrap node answered within 2 s.
+once our DHT node runs and listens, with ``bootstrap``: whether a bootstrap node answers a ping (2 s).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ async def main_async(args: argparse.Namespace) -> int:
     async with open_dht_exchange(profile, trace=trace) as exchange:
         carrier = exchange.carrier
         assert isinstance(carrier, DhtCarrier)
-        reached = await asyncio.gather(*(carrier.node.reached(endpoint, 2.0)
-                                         for endpoint in carrier.node.bootstrap_nodes))
-        emit("ready", host=profile.host.id, port=carrier.node.bound_port, bootstrap=any(reached))
+        reached = await carrier.node.any_reached(2.0)
+        emit("ready", host=profile.host.id, port=carrier.node.bound_port, bootstrap=reached)
         if args.invite:
             return await initiate(exchange, local, args.invite, args.count, tuple(args.gap))
         return await accept(exchange, local, args.count, args.refuse)

@@ -9,9 +9,10 @@ process never needs ``join``: it ends with ``os._exit`` and takes its threads al
 Commands (one JSON object per line): ``{"op": "put", "id": n, "key": text, "data": b64, "type": text,
 "value_id": n}``,
 ``{"op": "listen", "key": text}``, ``{"op": "warm", "key": text}``, ``{"op": "bootstrap"}``,
-``{"op": "nodes", "id": n}``, ``{"op": "quit"}``.
+``{"op": "ping", "id": n, "address": "host:port"}``, ``{"op": "quit"}``.
 Events: ``ready`` (with ``port``), ``error``, ``put`` (``id``, ``ok``), ``value`` (``key``, ``data``, ``value_id``,
-``type``), ``nodes`` (``id``, ``good``: ``[node id, ip:port]`` of the answering nodes in the IPv4 routing table).
+``type``), ``ping`` (``id``, ``ok``). Nothing here calls into the runner in a way that waits for the DHT thread
+while holding the GIL (``getRoutingTablesLog`` does, and deadlocks against a callback).
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ import argparse
 import base64
 import json
 import os
-import re
 import signal
-import socket
 import sys
 import threading
 from typing import Any
 
-GOOD_NODE = re.compile(r"^\s*Node ([0-9a-f]+) (\S+)\s.*\[good\]", re.MULTILINE)
 _output = threading.Lock()
 
 
@@ -99,15 +97,17 @@ def serve(runner: Any, args: argparse.Namespace) -> None:
             runner.listen(opendht.InfoHash.get(command["key"]), on_value(command["key"]))
         elif op == "warm":  # look the key up now, so that a later put finds its nodes at once
             runner.get(opendht.InfoHash.get(command["key"]), lambda value: True, lambda ok, nodes: None)
-        elif op == "bootstrap":  # ping each bootstrap address: a restarted node answers with its new id
-            for node in args.bootstrap:
-                host, _, port = node.rpartition(":")
-                for address in opendht.SockAddr.resolve(host.strip("[]"), port):
-                    runner.ping(address, lambda ok: None)
-        elif op == "nodes":
-            table = runner.getRoutingTablesLog(socket.AF_INET)
-            emit({"event": "nodes", "id": command["id"], "good": [[node, address] for node, address
-                                                                   in GOOD_NODE.findall(table)]})
+        elif op == "bootstrap":
+            bootstrap(runner, args.bootstrap)
+        elif op == "ping":  # does this node answer? (routing-table queries would block on the DHT thread)
+            request = command["id"]
+            host, _, port = command["address"].rpartition(":")
+            addresses = opendht.SockAddr.resolve(host.strip("[]"), port)
+            if not addresses:
+                emit({"event": "ping", "id": request, "ok": False})
+            for address in addresses[:1]:
+                runner.ping(address, lambda ok, request=request: emit({"event": "ping", "id": request,
+                                                                       "ok": bool(ok)}))
 
 
 def main(argv: list[str] | None = None) -> int:
