@@ -192,7 +192,7 @@ def test_wireguard_config_masks_private_and_preshared_keys(tmp_path: Path) -> No
     wireguard = find_template("wireguard")
     prepared = prepare(wireguard)
     peer = prepare(wireguard).exports
-    ctx = context("initiate", peer, tunnel="198.19.0.2", remote_tunnel="198.19.0.1")
+    ctx = context("initiate", peer, tunnel="198.19.0.2", remote_tunnel="198.19.0.1", preshared_key=True)
     rendered = render(wireguard, prepared, ctx, run_dir(tmp_path))
     text = rendered.files["wg.conf"].read_text()
     assert f"PrivateKey = {prepared.keys['wg']['private']}" in text
