@@ -12,11 +12,10 @@ Two measures, median and p95 over ``--runs`` runs (random gaps between runs):
 Uses the lab named by PLEXUS_LAB_NAME (default "plexus"), building it if it is not up (and removing it after).
 
 Measured (2 cores, 30 runs, S/MIME, lab NATs eim/eim, one lab bootstrap node):
-  exchange   median 4-8 ms, p95 6-9 ms
-  cold       median ~2.5 s, p95 ~3.6 s (1.3 s at best): behind NATs, a fresh node's first lookup waits about a
-             second per node it cannot reach (the peer's node, and the nodes of earlier runs that are gone, which
-             the bootstrap node still names), so the figure grows while dead nodes pile up; a few of 30 runs
-             failed (see the failures printed).
+  exchange   median 7.8 ms, p95 11.8 ms (4-8 ms in other runs)
+  cold       median 2.5 s, p95 3.7 s (1.35 s at best), 0 of 30 failed: behind NATs, a fresh node's first lookup
+             waits about a second per node it cannot reach (the peer's node, and the nodes of earlier runs that
+             are gone, which the bootstrap node still names), so the figure grows while dead nodes pile up.
 """
 
 from __future__ import annotations
