@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from plexus.lab import mail
 from plexus.lab.dht import dht_profile_overrides, start_bootstrap, stop_bootstrap
 
 PROBE = [sys.executable, "-m", "plexus.rendezvous.dht_probe"]
-DHT_UP = [sys.executable, str(Path(__file__).with_name("dht_up.py"))]
+PLEXUS = [sys.executable, "-m", "plexus"]
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +145,9 @@ def test_plexus_up_brings_the_tunnel_up_over_the_dht(dht_lab: Any, site_spawn: A
     """`plexus up alice-dht` in b and `plexus up bob-dht` in a: openvpn across the NATs, ping both ways."""
     from test_up_e2e import ping, wait_event
 
-    bob = site_spawn("b", [*DHT_UP, "up", "alice-dht", "--json"])
+    bob = site_spawn("b", [*PLEXUS, "up", "alice-dht", "--json"])
     wait_event(bob, "offer-received", "start")
-    alice = site_spawn("a", [*DHT_UP, "up", "bob-dht", "--json"])
+    alice = site_spawn("a", [*PLEXUS, "up", "bob-dht", "--json"])
     for side in (alice, bob):
         wait_event(side, "payload", "info", timeout=40)
     assert ping(site_run, "a", "198.19.0.2"), "no ping across the tunnel from alice"
