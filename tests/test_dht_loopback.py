@@ -58,7 +58,7 @@ async def acceptor(bob: Profile, answered: list[Agreement],
             yield exchange
         finally:
             if tasks:
-                await asyncio.wait(tasks, timeout=5)
+                await asyncio.wait(tasks, timeout=10)
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await server

@@ -94,6 +94,7 @@ class DhtCarrier:
         self._seen: OrderedDict[tuple[int, bytes], None] = OrderedDict()
         self._maintenance: asyncio.Task[None] | None = None
         self._puts: set[asyncio.Task[None]] = set()
+        self._connected = False  # a bootstrap node answered us once
 
     async def __aenter__(self) -> DhtCarrier:
         await self.node.start()
@@ -124,10 +125,16 @@ class DhtCarrier:
         self._published.append((peer, key, data, identifier))
         task = self._start_put(peer, key, data, identifier)
         done, _ = await asyncio.wait({task}, timeout=PUT_WAIT)
-        if not done and not await self.node.any_reached(1.0):  # no DHT node answers (yet): wait for the verdict
+        if not done and not await self._contact():  # no DHT node answers (yet): wait for the verdict
             done, _ = await asyncio.wait({task}, timeout=PUT_TIMEOUT + 1)
         if task in done:
             task.result()
+
+    async def _contact(self) -> bool:
+        """Whether a bootstrap node ever answered us (asked now until one has: later, pings to a node that
+        restarted fail for a while although the DHT works)."""
+        self._connected = self._connected or await self.node.any_reached(1.0)
+        return self._connected
 
     def _start_put(self, peer: Peer, key: str, data: bytes, identifier: int) -> asyncio.Task[None]:
         task = asyncio.create_task(self._put_until_stored(peer, key, data, identifier))
@@ -146,7 +153,7 @@ class DhtCarrier:
             stored = await node.put(key, data, PUT_TIMEOUT, value_id=identifier)
             if stored or node is not self.node:  # stored, or our node was renewed meanwhile (the new one puts it)
                 return
-            if stored is None and not await self.node.any_reached(1.0):
+            if stored is None and not await self._contact():
                 bootstrap = ", ".join(str(endpoint) for endpoint in self.node.bootstrap_nodes) or "none"
                 raise RendezvousError(f"no DHT node took the offer for {peer.id!r}: no DHT node answered us "
                                       f"(bootstrap nodes: {bootstrap})", hint="are they up and reachable over UDP? "
@@ -227,7 +234,8 @@ class DhtCarrier:
         ``FIRST_CONTACT_RENEWALS`` times): in the lab a node's first contact sometimes never succeeds, while a
         new node's does."""
         for renewal in range(FIRST_CONTACT_RENEWALS + 1):
-            if await self.node.any_reached(4.0) or renewal == FIRST_CONTACT_RENEWALS:
+            self._connected = self._connected or await self.node.any_reached(4.0)
+            if self._connected or renewal == FIRST_CONTACT_RENEWALS:
                 break
             await self._renew_node("no DHT bootstrap node answered within 4 s")
         while True:
