@@ -24,6 +24,7 @@ from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
 from plexus.rendezvous import open_exchange
 from plexus.rendezvous.base import Agreement, Exchange, Invite, LocalOffer, PeerRefused
+from plexus.rendezvous.offer import Offer
 from plexus.udp import UdpPort
 
 log = logging.getLogger("plexus.session")
@@ -106,9 +107,13 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
             raise NatError(reason)
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
-        with phase(report, "offer-sent", f"invite to {peer.id}", peer.id):
-            started = time.monotonic()
-            agreement = await exchange.invite(peer, local.offer())
+        report(Event("offer-sent", "start", f"invite to {peer.id}", peer.id))
+        started = time.monotonic()
+        try:
+            agreement = await exchange.invite(peer, local.offer())  # the trace reports "offer-sent ok"
+        except PlexusError as error:
+            report(Event("offer-received", "fail", str(error), peer.id, time.monotonic() - started))
+            raise
         report(Event("offer-received", "ok", f"accept from {peer.id}", peer.id, time.monotonic() - started,
                      {"peer_endpoint": list(agreement.peer_endpoint), "peer_nat": agreement.peer_nat}))
         return await _punch_and_launch(profile, local, agreement, report)
@@ -220,7 +225,15 @@ async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None 
                                hint=f"peers: {', '.join(p.id for p in profile.peers)}")
         selected = [p for p in profile.peers if p.id in peers]
     _template(profile)  # a missing template fails now, not after the rendezvous
-    exchange = open_exchange(profile)
+    sending: dict[tuple[str, str], float] = {}  # (peer, kind) -> when our offer started going out
+
+    def trace(direction: str, offer: Offer) -> None:
+        if direction == "sent" and offer.kind == "invite":
+            started = sending.pop((offer.recipient, offer.kind), None) or time.monotonic()
+            report(Event("offer-sent", "ok", f"invite to {offer.recipient}", offer.recipient,
+                         time.monotonic() - started))
+
+    exchange = open_exchange(profile, trace=trace)
 
     async def connect() -> Exchange:
         with phase(report, "mailbox", "connecting") as result:
