@@ -225,20 +225,19 @@ async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None 
                                hint=f"peers: {', '.join(p.id for p in profile.peers)}")
         selected = [p for p in profile.peers if p.id in peers]
     _template(profile)  # a missing template fails now, not after the rendezvous
-    sending: dict[tuple[str, str], float] = {}  # (peer, kind) -> when our offer started going out
 
     def trace(direction: str, offer: Offer) -> None:
-        if direction == "sent" and offer.kind == "invite":
-            started = sending.pop((offer.recipient, offer.kind), None) or time.monotonic()
+        if direction == "sent" and offer.kind == "invite":  # the offer is made just before it is sent
             report(Event("offer-sent", "ok", f"invite to {offer.recipient}", offer.recipient,
-                         time.monotonic() - started))
+                         max(0.0, time.time() - offer.time)))
 
     exchange = open_exchange(profile, trace=trace)
 
     async def connect() -> Exchange:
-        with phase(report, "mailbox", "connecting") as result:
+        carrier = "mailbox" if profile.rendezvous.email is not None else "DHT node"
+        with phase(report, "mailbox", f"connecting the {carrier}") as result:
             await exchange.__aenter__()
-            result["message"] = "connected"
+            result["message"] = f"{carrier} connected"
         return exchange
 
     connected = asyncio.get_running_loop().create_task(connect())

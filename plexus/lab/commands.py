@@ -105,7 +105,7 @@ def _exec(args: argparse.Namespace) -> int:
     if not argv:
         raise LabError("no command given", hint=f"plexus lab exec {args.site} -- COMMAND...")
     lab = Lab()
-    if not lab.is_up():
+    if not lab.is_built():
         raise LabError(f"lab {lab.name!r} is not up", hint="plexus lab up")
     command = lab.command(args.site, argv)
     try:

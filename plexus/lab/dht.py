@@ -36,7 +36,11 @@ def dht_profile_overrides(app: str = LAB_APP) -> dict[str, Any]:
 
 
 def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
-    """Start the bootstrap node in the lab's srv namespace and wait until it is bound; its PID."""
+    """Start the bootstrap node in the lab's srv namespace and wait until it is bound; its PID. A node that
+    already runs (``lab up`` starts one) is kept."""
+    running = lab.state.pids().get(LABEL)
+    if running is not None:
+        return int(running)
     log_name = f"{LABEL}.out"
     log_file = lab.state.logs / log_name
     offset = log_file.stat().st_size if log_file.exists() else 0
@@ -50,6 +54,28 @@ def start_bootstrap(lab: Any, *, timeout: float = 5.0) -> int:
 
     daemons.wait_until(ready, "the DHT bootstrap node", lab.state, timeout=timeout, pids=[pid], logs=[log_name])
     return pid
+
+
+def available() -> bool:
+    """Whether the opendht binding is installed (the ``dht`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("opendht") is not None
+
+
+# The sites' DHT profiles: name -> (site, the site's mail profile it is a variant of)
+SITE_PROFILES = {"b": "alice-dht", "a": "bob-dht", "c": "bob-dht"}
+
+
+def set_up(lab: Any) -> bool:
+    """At ``lab up``: the bootstrap node and the sites' DHT profiles (alice-dht on b, bob-dht on a and c);
+    False when opendht is not installed (the mail rendezvous works without it)."""
+    if not available():
+        return False
+    start_bootstrap(lab)
+    for site, name in SITE_PROFILES.items():
+        lab.write_profile(site, name, **dht_profile_overrides())
+    return True
 
 
 def stop_bootstrap(lab: Any) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plexus.errors import LabError
-from plexus.lab import mail, network, pki, profiles, stun, system
+from plexus.lab import dht, mail, network, pki, profiles, stun, system
 from plexus.lab.state import LabState, lab_name
 from plexus.lab.topology import (
     MAIL_DOMAIN,
@@ -92,6 +92,7 @@ class Lab:
             stun.start(topology, lab.state, wait=False)
             mail.start(topology, lab.state)
             stun.wait_ready(topology, lab.state)
+            lab._config["dht"] = dht.set_up(lab)
             if loss_pct or delay_ms:
                 network.set_netem(topology, lab.state, loss_pct, delay_ms)
         except BaseException:
@@ -112,11 +113,16 @@ class Lab:
 
     def is_up(self) -> bool:
         """True when this lab was completely built, all its namespaces exist and its servers run."""
-        if not self.state.config_file.exists() or not self.config.get("complete"):
+        if not self.is_built():
             return False
         running = self.state.pids()
-        return all(label in running for label in DAEMON_LABELS) and \
-            len(network.existing_namespaces(self.namespaces())) == len(self.namespaces())
+        return all(label in running for label in DAEMON_LABELS)
+
+    def is_built(self) -> bool:
+        """True when the network is there (its servers may be stopped, e.g. the mail server for a DHT test)."""
+        if not self.state.config_file.exists() or not self.config.get("complete"):
+            return False
+        return len(network.existing_namespaces(self.namespaces())) == len(self.namespaces())
 
     @property
     def config(self) -> dict[str, Any]:
