@@ -44,7 +44,7 @@ ANSWER_POLL = 0.5  # then NOOP at this cadence until the answer's deadline (neve
                    # a lossy or slow path must not leave the answer waiting for the next IDLE refresh)
 COMMAND_TIMEOUT = 15.0
 OPEN_TIMEOUT = 30.0  # connect + TLS + login + select, all together
-IDLE_REFRESH = 120.0  # re-issue IDLE (a silently dead connection shows up then, at the latest)
+IDLE_REFRESH = 25.0  # re-issue IDLE and search again: a notification lost on a bad path costs at most this
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 GIVE_UP_AFTER = 600.0  # consecutive seconds without a working connection
 NETWORK_ERRORS = (OSError, TimeoutError, aioimaplib.AioImapException)
