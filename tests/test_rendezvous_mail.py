@@ -244,6 +244,10 @@ def test_initiator_waits_through_a_restart(lab: Any, site_spawn: Any, tmp_path: 
     b_acc = variant(lab, tmp_path, "b", "b-rs2", role="accept", peers=["alice"])
     initiator = site_spawn("a", [*PROBE, str(a_init), "--invite", "bob"])
     initiator.wait_for('"sent"', timeout=15)  # the invite waits in bob's mailbox; alice waits for the accept
+    # the restart must not catch the invite in the relay's queue (the lab's queue does not survive a restart)
+    deadline = time.monotonic() + 10
+    while "plexus offer" not in inventory(lab, "bob") and time.monotonic() < deadline:
+        time.sleep(0.1)
     lab.restart_mail(down_for=1.0)
     with mail_log_on_failure(lab):
         initiator.wait_for("connection lost", timeout=10)
