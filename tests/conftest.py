@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,19 @@ import pytest
 from plexus.errors import PlexusError
 
 LAB_NAME = os.environ.get("PLEXUS_LAB_NAME") or "plexus-test"
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "profiles" / "examples"
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    """A private copy of the example profiles (with their certificates) to break on purpose."""
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target)
+    for key in target.glob("certs/*.key"):  # git checks files out 0644; a private key wants 0600
+        key.chmod(0o600)
+    return target
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,15 +17,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "profiles" / "examples"
 PROBLEM_LINE = re.compile(r"^[^\n]+:\d+:\d+: \S.*$")
 
 
-@pytest.fixture
-def examples(tmp_path: Path) -> Path:
-    target = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, target)
-    for key in target.glob("certs/*.key"):  # git checks files out 0644; a private key wants 0600
-        key.chmod(0o600)
-    return target
-
-
 def test_validate_examples_exit_0(examples: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", *map(str, sorted(examples.glob("*.yaml")))]) == 0
     out, err = capsys.readouterr()

@@ -20,16 +20,6 @@ from plexus.profile.model import Endpoint, SecretRef
 EXAMPLES = Path(__file__).resolve().parent.parent / "profiles" / "examples"
 
 
-@pytest.fixture
-def examples(tmp_path: Path) -> Path:
-    """A private copy of the example profiles (with their certificates) to break on purpose."""
-    target = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, target)
-    for key in target.glob("certs/*.key"):  # git checks files out 0644; a private key wants 0600
-        key.chmod(0o600)
-    return target
-
-
 def edit(path: Path, old: str, new: str) -> Path:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
