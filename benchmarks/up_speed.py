@@ -68,14 +68,17 @@ def time_to_launch(lab: Lab, runs: int) -> list[float]:
     return times
 
 
-def success_rate(lab: Lab, runs: int) -> tuple[int, list[float]]:
+def success_rate(lab: Lab, runs: int) -> tuple[int, int, int, list[float]]:
+    """(runs that launched, runs that reached the punch, punches that succeeded, punch durations)."""
     bob = lab.spawn("b", [*PLEXUS, "up", "alice-true", "--json"], stdout=subprocess.DEVNULL)
-    ok, punch_times = 0, []
+    ok, punched, punch_ok, punch_times = 0, 0, 0, []
     try:
         time.sleep(1.5)  # the acceptor is logged in and waiting
         for _ in range(runs):
             done = lab.run("a", [*PLEXUS, "up", "bob-true", "--json"], timeout=120)
             events = events_of(done.stdout)
+            punched += any(e["phase"] == "punch" and e["status"] == "start" for e in events)
+            punch_ok += any(e["phase"] == "punch" and e["status"] == "ok" for e in events)
             if done.returncode == 0 and launch_time(events) is not None:
                 ok += 1
                 punch_times += [e["duration"] for e in events if e["phase"] == "punch" and e["status"] == "ok"]
@@ -86,7 +89,7 @@ def success_rate(lab: Lab, runs: int) -> tuple[int, list[float]]:
             time.sleep(random.uniform(0.05, 0.3))
     finally:
         lab.stop(bob)
-    return ok, punch_times
+    return ok, punched, punch_ok, punch_times
 
 
 def report(label: str, values: list[float], unit: str = "s") -> None:
@@ -117,8 +120,9 @@ def main() -> int:
         report("time from both `plexus up` started to payload launched on both", time_to_launch(lab, args.runs))
         for loss in (0.0, 20.0) if args.punch_runs else ():
             lab.set_netem(loss_pct=loss)
-            ok, punch_times = success_rate(lab, args.punch_runs)
-            print(f"punch success with {loss:.0f} % loss: {ok}/{args.punch_runs} = {100 * ok / args.punch_runs:.1f} %")
+            ok, punched, punch_ok, punch_times = success_rate(lab, args.punch_runs)
+            print(f"{loss:.0f} % loss: punch success {punch_ok}/{punched} = {100 * punch_ok / max(punched, 1):.1f} % "
+                  f"of the runs that reached the punch; end to end {ok}/{args.punch_runs} launched")
             report(f"  punch + handshake duration ({loss:.0f} % loss)", punch_times, "ms")
         lab.set_netem(0, 0)
     finally:
