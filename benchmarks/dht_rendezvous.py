@@ -31,15 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+
 from plexus.lab import Lab
 from plexus.lab.dht import dht_profile_overrides, start_bootstrap, stop_bootstrap
 
 PROBE = [sys.executable, "-m", "plexus.rendezvous.dht_probe"]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summary(seconds: list[float]) -> dict[str, float]:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+
 from plexus.lab import Lab
 
 MODES: dict[str, dict[str, Any]] = {
@@ -43,11 +45,6 @@ MODES: dict[str, dict[str, Any]] = {
     "steady": {"initiator": [], "acceptor": ["--steady-poll", "0.1"], "imap": {}},
     "poll": {"initiator": [], "acceptor": [], "imap": {"host": Lab.mail_host_no_idle, "poll": 1.0}},
 }
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def events(text: str) -> list[dict[str, Any]]:

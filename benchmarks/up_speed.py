@@ -23,15 +23,12 @@ import sys
 import time
 from typing import Any
 
+from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+
 from plexus.lab import Lab
 
 PLEXUS = [sys.executable, "-m", "plexus", "-q"]
 TRUE_PAYLOAD = {"template": "exec", "payload": {"vars": {"command": "true"}}}
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def events_of(output: str) -> list[dict[str, Any]]:
