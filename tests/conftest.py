@@ -44,6 +44,13 @@ def examples(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own plexus state folder (the replay memory), so tests never see each other's offers;
+    lab sites have their own (``Lab.env``)."""
+    monkeypatch.setenv("PLEXUS_STATE_DIR", str(tmp_path / "state"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:  # a test using the lab is a lab test, marked or not
         if "lab" in getattr(item, "fixturenames", ()):

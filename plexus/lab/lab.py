@@ -193,6 +193,10 @@ class Lab:
     def profile_dir(self, site: Site) -> Path:
         return self.state.sites / site
 
+    def state_dir(self, site: Site) -> Path:
+        """The site's plexus state folder (its replay memory), as on a machine of its own."""
+        return self.state.dir / "state" / site
+
     def password(self, user: str) -> str:
         """Mailbox password of ``user`` (alice/bob/carol) or of a site's user (a/b/c)."""
         return self.state.password(SITE_USERS.get(user, user))
@@ -224,7 +228,7 @@ class Lab:
     def env(self, site: Site, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a site: PLEXUS_PROFILE_PATH, PLEXUS_MAIL_PASSWORD, PLEXUS_LAB_LOGIN (the site's
         mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, PLEXUS_LAB_PSK (one key shared by all sites, for psk
-        profile variants), and PYTHONPATH reaching this plexus."""
+        profile variants), PLEXUS_STATE_DIR (the site's own state folder), and PYTHONPATH reaching this plexus."""
         env = dict(os.environ)
         # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
@@ -232,7 +236,8 @@ class Lab:
                     "PLEXUS_LAB_PSK": self.state.password("psk")})
         if site in SITES:
             env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
-                        "PLEXUS_MAIL_PASSWORD": self.password(site)})
+                        "PLEXUS_MAIL_PASSWORD": self.password(site),
+                        "PLEXUS_STATE_DIR": str(self.state_dir(site))})
         env.update(extra or {})
         return env
 

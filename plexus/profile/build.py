@@ -42,7 +42,8 @@ def build_profile(document: Document, warnings: tuple[str, ...]) -> Profile:
     host = Host(id=data["host"]["id"], address=data["host"].get("address"))
     peers = tuple(
         Peer(id=p["id"], address=p.get("address"),
-             certificate=path(("peers", i, "certificate"), p.get("certificate")), vars=dict(p.get("vars", {})))
+             certificate=path(("peers", i, "certificate"), p.get("certificate")), vars=dict(p.get("vars", {})),
+             psk=_secret(document, ("peers", i, "psk"), p["psk"]) if "psk" in p else None)
         for i, p in enumerate(data["peers"]))
     rv = data["rendezvous"]
     smime = rv.get("smime", {})

@@ -59,8 +59,7 @@ def check_all(document: Document, *, base: bool = False) -> None:
     from plexus.profile.templates import check_template
 
     check_files(document)
-    if not base:
-        check_template(document)
+    check_template(document, base=base)
 
 
 def check_ids(document: Document) -> None:
@@ -118,8 +117,13 @@ def check_endpoints(document: Document) -> None:
             document.problem(path, "port 0 is not a server port", "STUN listens on 3478")
 
 
+def secret_paths(data: Any) -> list[FieldPath]:
+    """Where the profile may hold secrets: the mail password, the profile's and each peer's pre-shared key."""
+    return [*SECRETS, *((("peers", index, "psk")) for index, _ in peers(data))]
+
+
 def check_secrets(document: Document) -> None:
-    for path in SECRETS:
+    for path in secret_paths(document.data):
         value = get(document.data, path)
         if isinstance(value, str) and value:
             document.problem(path, "the secret is written inline in the profile",
@@ -133,9 +137,8 @@ def check_authentication(document: Document) -> None:
         document.problem(("rendezvous", "authentication"), "offers are neither signed nor encrypted",
                          "anyone who can send mail to the mailbox can steer the connection; use smime or psk",
                          severity="warning")
-    elif method == "psk" and get(data, ("rendezvous", "psk")) is None:
-        document.problem(("rendezvous", "psk"), "missing: authentication psk needs the pre-shared key",
-                         "add psk: {env: PLEXUS_PSK}")
+    elif method == "psk":
+        _check_psk(document)
     elif method == "smime":
         for name in ("certificate", "key"):
             if get(data, ("rendezvous", "smime", name)) is None:
@@ -147,6 +150,29 @@ def check_authentication(document: Document) -> None:
                     document.problem(("peers", index, "certificate"),
                                      "missing: authentication smime needs the peer's certificate",
                                      "add certificate: certs/PEER.crt, or rendezvous.smime.ca")
+        elif get(data, ("role",), str) == "initiate":
+            for index, peer in peers(data):
+                if "certificate" not in peer:
+                    document.problem(("peers", index, "certificate"),
+                                     "missing: an initiator must encrypt its invite to the peer's certificate "
+                                     "(the CA alone only verifies answers)", "add certificate: certs/PEER.crt")
+
+
+def _check_psk(document: Document) -> None:
+    """Every peer needs a key (its own or the profile's); one key serving several peers lets each of them pose
+    as the others, so that is worth a warning."""
+    data = document.data
+    shared = [index for index, peer in peers(data) if "psk" not in peer]
+    if not shared:
+        return
+    if get(data, ("rendezvous", "psk")) is None:
+        document.problem(("peers", shared[0], "psk") if len(peers(data)) > 1 else ("rendezvous", "psk"),
+                         "missing: authentication psk needs the pre-shared key",
+                         "add psk: {env: PLEXUS_PSK} (to rendezvous, or to each peer)")
+    elif len(shared) > 1:
+        document.problem(("rendezvous", "psk"), f"one pre-shared key serves {len(shared)} peers: each of them "
+                         "can pose as the others", "give each peer its own key: peers[].psk",
+                         severity="warning")
 
 
 def check_rendezvous(document: Document) -> None:

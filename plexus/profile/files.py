@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from plexus.profile.checks import get, peers, read_small, readable_file, resolve_path
+from plexus.profile.checks import get, peers, read_small, readable_file, resolve_path, secret_paths
 from plexus.profile.document import Document
 from plexus.profile.problems import FieldPath
 
@@ -32,7 +32,7 @@ def check_files(document: Document) -> None:
         if cert is not None and method == "smime" and not _is_rsa(cert):
             document.problem(("peers", index, "certificate"), "S/MIME can only encrypt to an RSA certificate",
                              "give this peer an RSA certificate")
-    for secret in (("rendezvous", "email", "password"), ("rendezvous", "psk")):
+    for secret in secret_paths(data):
         text = get(data, (*secret, "file"), str)
         if text is not None:
             file = readable_file(document, (*secret, "file"), text, "secret file")

@@ -54,7 +54,8 @@ class Endpoint:
 class SecretRef:
     """A secret given by reference: ``{env: NAME}``, ``{file: path}``, ``{command: [argv...]}``, or inline.
 
-    ``resolve()`` fetches it when needed; ``repr``/``str`` never show the value.
+    ``resolve()`` fetches it when needed; ``repr``/``str`` never show the value. A command runs once per process,
+    capped in time and output (``plexus.profile.secrets``); ``await secrets.fetch(ref)`` runs it without blocking.
     """
 
     kind: Literal["env", "file", "command", "inline"]
@@ -94,16 +95,9 @@ class SecretRef:
                 return Path(self.source).read_text().rstrip("\r\n")
             except OSError as error:
                 raise ProfileError(f"secret: cannot read {self.source}: {error.strerror}") from None
-        import subprocess  # only here: keeps `import plexus.profile` light for the CLI's startup
+        from plexus.profile import secrets  # only here: keeps `import plexus.profile` light for the CLI's startup
 
-        argv = list(self.source)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise ProfileError(f"secret: command {argv[0]!r} failed: {error}") from None
-        if done.returncode != 0:
-            raise ProfileError(f"secret: command {argv[0]!r} exited with {done.returncode}")
-        return done.stdout.rstrip("\r\n")
+        return secrets.cached_or_run(self)
 
 
 @dataclass(frozen=True)
@@ -118,6 +112,7 @@ class Peer:
     address: str | None = None  # the peer's mailbox address
     certificate: Path | None = None  # S/MIME: verify the peer's signature with it and encrypt to it
     vars: dict[str, Any] = field(default_factory=dict)  # payload vars for this peer, over payload.vars
+    psk: SecretRef | None = None  # psk: this peer's own pre-shared key (else rendezvous.psk)
 
 
 @dataclass(frozen=True)
@@ -211,6 +206,10 @@ class Profile:
 
     def peer(self, peer_id: str) -> Peer | None:
         return next((p for p in self.peers if p.id == peer_id), None)
+
+    def psk_for(self, peer: Peer) -> SecretRef | None:
+        """The pre-shared key that authenticates offers to and from ``peer``: its own, else the profile's."""
+        return peer.psk or self.rendezvous.authentication.psk
 
     def payload_vars(self, peer: Peer) -> dict[str, Any]:
         return {**self.payload.vars, **peer.vars}

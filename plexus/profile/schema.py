@@ -76,6 +76,8 @@ def _report(document: Document, schema: dict[str, Any], error: Any) -> None:
         document.problem(path, f"needs at least {value} {'entry' if value == 1 else 'entries'}")
     elif kind == "minLength":
         document.problem(path, "must not be empty")
+    elif kind == "maxLength":
+        document.problem(path, f"is {len(instance)} characters long, more than {value}", "use a shorter one")
     elif kind in ("minProperties", "maxProperties"):
         names = ", ".join(sub.get("properties", {}))
         document.problem(path, f"give exactly one of: {names}", "e.g. {env: PLEXUS_MAIL_PASSWORD}")

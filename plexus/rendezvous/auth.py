@@ -37,6 +37,8 @@ class AuthError(ValueError):
 class Opened:
     offer: bytes  # the canonical offer bytes, authenticated
     signer: x509.Certificate | None = None  # S/MIME: the certificate whose signature verified
+    psk_peers: frozenset[str] = frozenset()  # PSK: the peers whose own key verified the MAC
+    psk_default: bool = False  # PSK: the profile's key (rendezvous.psk) verified it
 
 
 class Authenticator(ABC):
@@ -73,32 +75,51 @@ class PlainAuthenticator(Authenticator):
 
 
 class PskAuthenticator(Authenticator):
-    """HMAC-SHA256 over the canonical offer bytes; the MAC key is HKDF'd from the pre-shared secret so that the
+    """HMAC-SHA256 over the canonical offer bytes, with a key per peer (``peers[].psk``, else the profile's
+    ``rendezvous.psk``). A document is vouched for as a peer only when that peer's own key verifies it, so a peer
+    holding a different key cannot pose as another. The MAC key is HKDF'd from the pre-shared secret so that the
     secret itself is never used directly as a key."""
 
     method, media_type = "psk", "application/json"
 
-    def __init__(self, psk: str) -> None:
-        if len(psk) < 16:
-            raise ProfileError("rendezvous: the pre-shared key is shorter than 16 characters",
-                               hint="use e.g. `openssl rand -base64 32`")
-        self._key = HKDF(hashes.SHA256(), 32, None, b"plexus offer mac v1").derive(psk.encode())
+    def __init__(self, psk: str | None = None, *, peers: dict[str, str] | None = None) -> None:
+        """``psk``: the key of every peer without one of its own in ``peers`` (peer id -> key)."""
+        self._default = _mac_key(psk) if psk is not None else None
+        self._keys = {peer_id: _mac_key(value) for peer_id, value in (peers or {}).items()}
 
-    def _mac(self, offer: bytes) -> bytes:
-        return hmac.new(self._key, offer, sha256).digest()
+    def _key(self, peer_id: str) -> bytes | None:
+        return self._keys.get(peer_id, self._default)
 
     def seal(self, offer: bytes, peer: Peer) -> bytes:
-        return _wrap({"auth": "hmac-sha256", "offer": _b64(offer), "mac": _b64(self._mac(offer))})
+        key = self._key(peer.id)
+        if key is None:
+            raise AuthError(f"no pre-shared key for peer {peer.id!r} (set peers[].psk or rendezvous.psk)")
+        return _wrap({"auth": "hmac-sha256", "offer": _b64(offer), "mac": _b64(_mac(key, offer))})
 
     def open(self, document: bytes) -> Opened:
         fields = _unwrap(document, "hmac-sha256", ("auth", "offer", "mac"))
-        offer = _unb64(fields["offer"], "offer")
-        if not hmac.compare_digest(self._mac(offer), _unb64(fields["mac"], "mac")):
+        offer, mac = _unb64(fields["offer"], "offer"), _unb64(fields["mac"], "mac")
+        default_ok = self._default is not None and hmac.compare_digest(_mac(self._default, offer), mac)
+        keyed = frozenset(peer_id for peer_id, key in self._keys.items() if hmac.compare_digest(_mac(key, offer), mac))
+        if not keyed and not default_ok:
             raise AuthError("HMAC does not verify (wrong pre-shared key, or forged)")
-        return Opened(offer)
+        return Opened(offer, psk_peers=keyed, psk_default=default_ok)
 
     def vouch(self, opened: Opened, peer: Peer) -> bool:
-        return True  # one key per profile: whoever holds it may speak for any configured peer
+        if peer.id in self._keys:
+            return peer.id in opened.psk_peers
+        return opened.psk_default
+
+
+def _mac_key(psk: str) -> bytes:
+    if len(psk) < 16:
+        raise ProfileError("rendezvous: the pre-shared key is shorter than 16 characters",
+                           hint="use e.g. `openssl rand -base64 32`")
+    return HKDF(hashes.SHA256(), 32, None, b"plexus offer mac v1").derive(psk.encode())
+
+
+def _mac(key: bytes, offer: bytes) -> bytes:
+    return hmac.new(key, offer, sha256).digest()
 
 
 class SmimeAuthenticator(Authenticator):
@@ -155,9 +176,13 @@ def authenticator_for(profile: Profile) -> Authenticator:
                     "this mailbox can pose as a peer")
         return PlainAuthenticator()
     if auth.method == "psk":
-        if auth.psk is None:
-            raise ProfileError("rendezvous: authentication psk needs a psk", hint="set rendezvous.psk")
-        return PskAuthenticator(auth.psk.resolve())
+        keyless = [peer.id for peer in profile.peers if profile.psk_for(peer) is None]
+        if keyless:
+            raise ProfileError(f"rendezvous: authentication psk needs a key for peer {keyless[0]!r}",
+                               hint="set peers[].psk or rendezvous.psk")
+        own = {peer.id: peer.psk.resolve() for peer in profile.peers if peer.psk is not None}
+        shared = [peer.id for peer in profile.peers if peer.psk is None]  # validate warns when several
+        return PskAuthenticator(auth.psk.resolve() if auth.psk is not None and shared else None, peers=own)
     if auth.certificate is None or auth.key is None:
         raise ProfileError("rendezvous: S/MIME needs our certificate and key",
                            hint="set rendezvous.smime.certificate and .key")

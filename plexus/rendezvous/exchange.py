@@ -20,9 +20,10 @@ from plexus.errors import RendezvousError
 from plexus.profile.model import Peer, Profile
 from plexus.rendezvous.auth import Authenticator, AuthError, authenticator_for
 from plexus.rendezvous.base import Agreement, Carrier, Document, Invite, LocalOffer, PeerRefused
-from plexus.rendezvous.freshness import Freshness
+from plexus.rendezvous.freshness import Freshness, replay_file
 from plexus.rendezvous.offer import Offer, OfferError
 from plexus.rendezvous.secret import Ephemeral, derive
+from plexus.state import state_dir
 
 log = logging.getLogger("plexus.rendezvous")
 
@@ -49,7 +50,9 @@ class OfferExchange:
         self.authenticator = authenticator or authenticator_for(profile)
         self._trace = trace
         settings = profile.rendezvous
-        self.freshness = Freshness(settings.max_age, settings.skew)
+        # offers taken are remembered in the state folder, so that a restart does not reopen replays
+        self.freshness = Freshness(settings.max_age, settings.skew,
+                                   store=replay_file(state_dir(), profile.host.id))
         self._waiting: dict[bytes, _Waiting] = {}
         self._withdrawn: set[bytes] = set()  # nonces of invites their initiator withdrew
         self._invites: asyncio.Queue[Invite | BaseException] = asyncio.Queue(MAX_QUEUED_INVITES)
@@ -84,8 +87,14 @@ class OfferExchange:
             answered = True
             return agreement
         except TimeoutError:
-            raise RendezvousError(f"peer {peer.id!r} did not answer within {timeout:g} s",
-                                  hint="is plexus running on the peer, with this host among its peers?") from None
+            # The peer drops what it cannot verify without a word (an answer would help forgers), so all we
+            # can do is name the likely causes.
+            raise RendezvousError(
+                f"peer {peer.id!r} did not answer within {timeout:g} s",
+                hint=f"likely: plexus is not running on {peer.id!r}, or its profile does not list "
+                     f"{self.profile.host.id!r} among its peers; a wrong key or certificate on either side (the "
+                     "peer drops offers it cannot verify: see its log); or the mail is delayed (raise "
+                     "rendezvous.timeout)") from None
         finally:
             self._waiting.pop(offer.nonce, None)
             if not answered and not (waiting.future.done() and not waiting.future.cancelled()
@@ -189,7 +198,9 @@ class OfferExchange:
         if peer is None:
             return drop(f"{offer.kind} from unknown sender {offer.sender!r} (not among our peers)")
         if not self.authenticator.vouch(opened, peer):
-            return drop(f"{offer.kind} claims to be from {peer.id!r} but is not signed by its certificate")
+            smime = self.authenticator.method == "smime"
+            proof = "signed by its certificate" if smime else "authenticated with its key"
+            return drop(f"{offer.kind} claims to be from {peer.id!r} but is not {proof}")
         reason = self.freshness.check(offer)
         if reason:
             return drop(f"{offer.kind} from {peer.id!r}: {reason}")
