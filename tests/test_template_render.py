@@ -110,7 +110,9 @@ def test_exec_template_is_the_original_positional_call(tmp_path: Path) -> None:
     assert check_vars(template, {}) == ["payload var 'command' is missing (exec needs command)"]
     rendered = render(template, prepare(template), context(command=str(script)), run_dir(tmp_path))
     out = subprocess.run(rendered.argv, capture_output=True, text=True, check=True, timeout=10).stdout
-    assert json.loads(out) == ["0.0.0.0", "40000", "198.18.11.2", "40001", "198.18.12.2", "40002", SECRET.hex()]
+    secret_file = str(rendered.files["secret"])  # the secret itself is never on argv (/proc/PID/cmdline)
+    assert json.loads(out) == ["0.0.0.0", "40000", "198.18.11.2", "40001", "198.18.12.2", "40002", secret_file]
+    assert Path(secret_file).read_text() == SECRET.hex() + "\n"
 
 
 def test_check_vars_lists_each_missing_var() -> None:
@@ -126,7 +128,7 @@ def test_render_refuses_missing_vars_and_missing_peer_values(tmp_path: Path) -> 
     with pytest.raises(LaunchError, match="payload var 'remote_tunnel' is missing"):
         render(openvpn, prepared, context(tunnel="198.19.0.1"), run_dir(tmp_path, "r1"))
     with pytest.raises(LaunchError, match="the peer sent no 'fingerprint' value"):
-        render(openvpn, prepared, context(tunnel="a", remote_tunnel="b"), run_dir(tmp_path, "r2"))
+        render(openvpn, prepared, context(tunnel="198.19.0.1", remote_tunnel="198.19.0.2"), run_dir(tmp_path, "r2"))
 
 
 @pytest.mark.parametrize("value", ["AA:BB\nscript-security 2\nup /bin/sh", "x y", "", "a" * 2000, "$(id)"])

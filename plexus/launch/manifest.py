@@ -22,11 +22,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from plexus import resources
 from plexus.errors import LaunchError
 from plexus.launch import keys as keygen
+from plexus.launch import varkinds
 
 MANIFEST = "template.yaml"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_FIELDS = {"description", "needs", "keys", "exports", "files", "argv", "env", "ready", "ready_timeout", "failure"}
+_FIELDS = {"description", "needs", "vars", "keys", "exports", "files", "argv", "env", "ready", "ready_timeout",
+           "failure"}
 _DEFAULT_READY_TIMEOUT = 30.0
 
 
@@ -43,6 +45,7 @@ class Template:
     path: Path  # the template directory
     description: str
     needs: list[str] = field(default_factory=list)  # payload vars the profile must give
+    vars: dict[str, str] = field(default_factory=dict)  # var name -> kind (varkinds.KINDS); others: one-line text
     exports: dict[str, str] = field(default_factory=dict)  # public values sent to the peer: name -> Jinja text
     keys: dict[str, str] = field(default_factory=dict)  # per-session key material: name -> kind
     files: list[FileSpec] = field(default_factory=list)
@@ -87,7 +90,10 @@ class Scope(dict[str, Any]):
 
 def address(value: object) -> str:
     """Jinja filter: ``198.19.0.1/30`` -> ``198.19.0.1`` (tunnel vars may carry a prefix length)."""
-    return str(value).split("/", 1)[0].strip()
+    text = str(value)
+    if not isinstance(value, str) or not varkinds.is_address(text):
+        raise ValueError(f"the address filter needs {varkinds.KINDS['address']}, got {varkinds.describe(value)}")
+    return text.split("/", 1)[0]
 
 
 def hex_b64(value: object) -> str:
@@ -207,6 +213,12 @@ def _parse(path: Path, manifest: Path, raw: object) -> Template:
     for need in needs:
         if not _NAME.match(need):
             raise bad("needs", f"{need!r} is not a variable name")
+    var_kinds = _string_dict(raw.get("vars", {}), "vars", bad)
+    for var_name, kind in var_kinds.items():
+        if not _NAME.match(var_name):
+            raise bad("vars", f"{var_name!r} is not a variable name")
+        if kind not in varkinds.KINDS:
+            raise bad(f"vars.{var_name}", f"unknown kind {kind!r} (one of {', '.join(varkinds.KINDS)})")
     key_kinds = _string_dict(raw.get("keys", {}), "keys", bad)
     for key_name, kind in key_kinds.items():
         if not _NAME.match(key_name):
@@ -227,6 +239,7 @@ def _parse(path: Path, manifest: Path, raw: object) -> Template:
         path=path,
         description=description.strip(),
         needs=needs,
+        vars=var_kinds,
         exports=exports,
         keys=key_kinds,
         files=_parse_files(path, raw.get("files", []), bad),

@@ -5,7 +5,8 @@ Three steps, matching the session's life:
 1. ``prepare(template)`` before the offer is sent: generate the per-session key material the template declares
    and render its ``exports`` (public values only, e.g. a WireGuard public key or a certificate fingerprint),
    which travel to the peer inside the authenticated offer.
-2. ``check_vars(template, vars)`` at validation time: which payload vars are missing.
+2. ``check_vars(template, vars)`` at validation time: which payload vars are missing or not of the kind the
+   manifest declares (any var, declared or not, must be free of control characters: no config injection).
 3. ``render(template, prepared, ctx, run_dir)`` after the handshake: write the files into the private run
    directory and render argv and env. The caller runs the argv as it is, never through a shell.
 
@@ -29,6 +30,7 @@ import jinja2
 
 from plexus.errors import LaunchError
 from plexus.launch import keys as keygen
+from plexus.launch import varkinds
 from plexus.launch.manifest import (
     MANIFEST,
     FileSpec,
@@ -108,13 +110,17 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 def check_vars(template: Template, vars: dict[str, Any]) -> list[str]:
-    """One human line per payload var the template needs and the profile does not give."""
+    """One human line per payload var the template needs and the profile does not give, and per var whose
+    value is not of its declared kind (or, undeclared, holds a control character)."""
     wanted = ", ".join(template.needs)
-    return [
+    missing = [
         f"payload var {need!r} is missing ({template.name} needs {wanted})"
         for need in template.needs
         if vars.get(need) is None or vars.get(need) == ""
     ]
+    bad = [f"payload var {problem.name!r} {problem.message} ({problem.hint(template.name)})"
+           for problem in varkinds.var_problems(template.vars, vars)]
+    return missing + bad
 
 
 def prepare(template: Template, vars: dict[str, Any] | None = None) -> Prepared:

@@ -1,9 +1,11 @@
 """The payload template a profile names: it exists (a user's template next to the profile or in
-``$XDG_CONFIG_HOME/plexus/templates`` hides the built-in one) and every peer gets the vars it needs.
+``$XDG_CONFIG_HOME/plexus/templates`` hides the built-in one), every peer gets the vars it needs, and every
+var is of the kind the manifest declares for it (an undeclared one: text without control characters), so
+that no var can inject lines into a config file.
 
 A user's template is loaded in full by the launcher's ``find_template`` (its Jinja is compiled, so syntax
-errors show here). A built-in template is tested with plexus itself; for it only the manifest's ``needs`` is
-read, which keeps ``plexus validate`` from importing jinja2 (startup time)."""
+errors show here). A built-in template is tested with plexus itself; for it only the manifest's ``needs``
+and ``vars`` are read, which keeps ``plexus validate`` from importing jinja2 (startup time)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,18 @@ from typing import Any
 
 from plexus.profile.checks import get, peers
 from plexus.profile.document import Document
+from plexus.profile.problems import FieldPath
 
 MANIFEST = "template.yaml"
 
 
 def template_needs(name: str, profile_dir: Path) -> list[str]:
     """The vars template ``name`` needs, as seen from a profile in ``profile_dir``; LaunchError if missing."""
+    return template_vars(name, profile_dir)[0]
+
+
+def template_vars(name: str, profile_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Template ``name``'s needed vars and declared var kinds; LaunchError if it is missing or broken."""
     import os
 
     from plexus.resources import builtin_templates_dir
@@ -33,28 +41,47 @@ def template_needs(name: str, profile_dir: Path) -> list[str]:
 
             raw = yaml.load(manifest.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader",
                                                                                  yaml.SafeLoader))
-            needs = raw.get("needs", []) if isinstance(raw, dict) else []
-            return [str(need) for need in needs]
+            raw = raw if isinstance(raw, dict) else {}
+            return [str(need) for need in raw.get("needs", [])], {str(k): str(v) for k, v in
+                                                                  (raw.get("vars") or {}).items()}
     from plexus.launch.manifest import find_template
 
-    return list(find_template(name, profile_dir).needs)
+    template = find_template(name, profile_dir)
+    return list(template.needs), dict(template.vars)
 
 
-def check_template(document: Document) -> None:
+def check_var_values(document: Document, name: str, kinds: dict[str, str]) -> None:
+    """A problem at each bad var, in the file (a base's, maybe) where it was written."""
+    from plexus.launch.varkinds import var_problems
+
+    places: list[tuple[FieldPath, Any]] = [(("payload", "vars"), get(document.data, ("payload", "vars"), dict))]
+    places += [(("peers", index, "vars"), peer.get("vars")) for index, peer in peers(document.data)]
+    for where, given in places:
+        if not isinstance(given, dict):
+            continue
+        for problem in var_problems(kinds, given):
+            document.problem((*where, *problem.path), problem.message, problem.hint(name))
+
+
+def check_template(document: Document, *, base: bool = False) -> None:
     from plexus.errors import LaunchError
 
     path = ("payload", "template")
     name = get(document.data, path, str)
-    if not name:
+    if base or not name:  # a base's vars are checked as text here, by kind in the profiles extending it
+        check_var_values(document, name or "", {})
         return
     try:
-        needs = template_needs(name, document.file_of(path).parent)
+        needs, kinds = template_vars(name, document.file_of(path).parent)
     except LaunchError as error:
         document.problem(path, error.message, error.hint)
+        check_var_values(document, name, {})
         return
     except (OSError, ValueError, RuntimeError) as error:  # a name too long, ~nosuchuser, ...
         document.problem(path, f"cannot look up template {name}: {getattr(error, 'strerror', None) or error}")
+        check_var_values(document, name, {})
         return
+    check_var_values(document, name, kinds)
     common = get(document.data, ("payload", "vars"), dict) or {}
     entries = peers(document.data)
     missing_for: dict[str, list[tuple[int, Any]]] = {}
