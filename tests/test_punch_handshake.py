@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,71 @@ async def test_own_reflected_packets_are_not_the_peer() -> None:
             await handshake(a, a.local, secret, sid, accepting=False, hops=64, timeout=0.4, interval=0.02)
     finally:
         a.close()
+
+
+class LossyPath:
+    """A UDP relay on loopback between the two sides that drops chosen handshake packets: ``drop(direction,
+    kind, index)`` is asked for each (``index`` counts that direction's packets of that kind, from 0)."""
+
+    def __init__(self, drop: Any) -> None:
+        self.drop = drop
+        self.seen: dict[tuple[str, int], int] = {}
+        self.dropped: list[tuple[str, int]] = []
+
+    async def start(self, initiator: tuple[str, int], acceptor: tuple[str, int]) -> None:
+        self.to_initiator, self.to_acceptor = await UdpPort.bind(LOOP), await UdpPort.bind(LOOP)
+        self.to_initiator.add_listener(lambda data, _: self._relay("i>a", data, self.to_acceptor, acceptor))
+        self.to_acceptor.add_listener(lambda data, _: self._relay("a>i", data, self.to_initiator, initiator))
+
+    def _relay(self, direction: str, data: bytes, out: UdpPort, target: tuple[str, int]) -> bool:
+        kind = data[5] & 0x7F if len(data) > 5 else -1
+        index = self.seen.get((direction, kind), 0)
+        self.seen[(direction, kind)] = index + 1
+        if self.drop(direction, kind, index):
+            self.dropped.append((direction, kind))
+        else:
+            out.sendto(data, target)
+        return True
+
+    def close(self) -> None:
+        self.to_initiator.close(), self.to_acceptor.close()
+
+
+async def through(path: LossyPath, timeout: float = 3.0) -> tuple[Any, Any]:
+    acceptor, initiator = await pair()
+    await path.start(initiator.local, acceptor.local)
+    secret, sid = os.urandom(32), os.urandom(8)
+    try:
+        return tuple(await asyncio.gather(  # type: ignore[return-value]
+            handshake(acceptor, path.to_acceptor.local, secret, sid, accepting=True, hops=64, timeout=timeout,
+                      interval=0.02),
+            handshake(initiator, path.to_initiator.local, secret, sid, accepting=False, hops=64, timeout=timeout,
+                      interval=0.02),
+            return_exceptions=True))
+    finally:
+        acceptor.close(), initiator.close(), path.close()
+
+
+async def test_lost_final_acks_do_not_leave_the_acceptor_half_open() -> None:
+    """The initiator's first four ACKs lost (before DONE existed: all the ACKs it ever sent, and the acceptor
+    punched on alone until its timeout while the initiator's payload talked to nobody)."""
+    path = LossyPath(lambda direction, kind, index: direction == "i>a" and kind == pk.Kind.ACK and index < 4)
+    accepted, initiated = await through(path)
+    assert not isinstance(accepted, BaseException), accepted
+    assert not isinstance(initiated, BaseException), initiated
+    assert path.dropped.count(("i>a", pk.Kind.ACK)) == 4
+
+
+async def test_lost_dones_are_answered_again_while_the_acceptor_lingers() -> None:
+    path = LossyPath(lambda direction, kind, index: direction == "a>i" and kind == pk.Kind.DONE and index < 3)
+    accepted, initiated = await through(path)
+    assert not isinstance(accepted, BaseException), accepted
+    assert not isinstance(initiated, BaseException), initiated
+    assert path.seen[("a>i", pk.Kind.DONE)] > 3  # a DONE sent again, in answer to an ACK during the linger
+
+
+async def test_the_initiator_never_completes_without_the_acceptors_confirmation() -> None:
+    path = LossyPath(lambda direction, kind, index: direction == "a>i" and kind == pk.Kind.DONE)
+    accepted, initiated = await through(path, timeout=1.0)
+    assert not isinstance(accepted, BaseException), accepted
+    assert isinstance(initiated, PunchError) and "heard, then fell silent" in str(initiated)

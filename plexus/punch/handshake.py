@@ -4,9 +4,12 @@ Both sides use the UDP port that asked STUN (same local port -> same public mapp
 endpoint-independent NAT). The acceptor sends TTL-limited opening packets first: they create the mapping in its
 own NAT but die before the peer's NAT, so they never leave a conntrack entry there that would make the peer's NAT
 pick another public port (the "conntrack clash" of a bare Linux NAT). Until it has heard from the initiator the
-acceptor sends only such opening packets. The initiator sends HELLO at full TTL; whoever receives a valid packet
-answers with ACK; a side is done when it has received an ACK (the peer has our packet) — it then sends a short
-burst of ACKs so the peer completes too even under loss.
+acceptor sends only such opening packets. The initiator sends HELLO at full TTL and answers every acceptor packet
+with ACK; the acceptor answers HELLO with ACK and is complete on the first ACK (the path works both ways). It then
+says so with DONE, and the initiator is complete only on DONE: it never closes its port and launches while the
+acceptor still punches (a half-open handshake). As TCP's TIME-WAIT, the acceptor lingers after completing,
+answering each further ACK with DONE, until the initiator has been quiet for two intervals (the DONEs were lost
+otherwise), then closes the port for its payload.
 
 Packets that fail authentication, belong to another session, come from our own role, or repeat a counter are
 dropped and counted; they never end the handshake.
@@ -26,7 +29,9 @@ from plexus.udp import Address, UdpPort
 
 log = logging.getLogger("plexus.punch")
 
-FINAL_ACKS = 3  # copies of the last ACK: the peer completes unless all are lost (0.8 % at 20 % loss)
+FINAL_DONES = 3  # copies of the acceptor's DONE when it completes (then it lingers, answering each ACK)
+LINGER_QUIET = 2  # acceptor: intervals without a packet from the initiator before it closes the port
+LINGER_LIMIT = 10  # acceptor: intervals it lingers at most (the payload waits for the port)
 
 
 @dataclass
@@ -93,9 +98,10 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
     stats = PunchStats()
     started = time.monotonic()
     heard = asyncio.Event()  # a valid packet from the peer arrived
-    acked = asyncio.Event()  # a valid ACK arrived: the peer has our packets
+    complete = asyncio.Event()  # acceptor: an ACK arrived; initiator: a DONE arrived
     wakeup = asyncio.Event()
     state = _State(peer)
+    last_valid = [started]
     if accepting and opener is None:
         opener = Opener(port, peer, hops, interval)
         opener.start()
@@ -123,42 +129,47 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         if packet.counter <= state.last_counter:
             stats.drop("replay")
             return True
+        if packet.kind == pk.Kind.DONE and not packet.from_acceptor:
+            stats.drop("kind")
+            return True
         state.last_counter = packet.counter
         stats.received += 1
+        last_valid[0] = time.monotonic()
         if addr != state.peer:
             log.info("peer answers from %s:%d instead of %s:%d", *addr, *state.peer)
             state.peer = addr
-        first = not heard.is_set()
         heard.set()
-        if packet.kind == pk.Kind.ACK:
-            acked.set()
-        if first or packet.kind == pk.Kind.HELLO:
-            send(pk.Kind.ACK)  # answer at once: the peer's timer need not wait for ours
+        if accepting:
+            if packet.kind == pk.Kind.ACK:
+                complete.set()
+            # answer at once, so that the peer's timer need not wait for ours
+            send(pk.Kind.DONE if complete.is_set() else pk.Kind.ACK)
+        elif packet.kind == pk.Kind.DONE:
+            complete.set()
+        else:
+            send(pk.Kind.ACK)
         wakeup.set()
         return True
 
     port.add_listener(on_datagram)
     try:
         deadline = started + timeout
-        while not acked.is_set():
+        while not complete.is_set():
             if heard.is_set() and opener is not None:
                 opener.stop()
             if not accepting or heard.is_set():
                 send(pk.Kind.ACK if heard.is_set() else pk.Kind.HELLO)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PunchError(
-                    f"no handshake with the peer at {peer[0]}:{peer[1]} within {timeout:g} s "
-                    f"(sent {stats.sent}, received {stats.received} valid, dropped {sum(stats.dropped.values())})",
-                    hint="check that both NATs are endpoint-independent (plexus nat) and that punch.hops "
-                    "is below the hop count between the NATs")
+                message, hint = _failure(peer, timeout, stats)
+                raise PunchError(message, hint=hint)
             wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), min(interval, remaining))
-        for _ in range(FINAL_ACKS):
-            send(pk.Kind.ACK)
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        if accepting:
+            for _ in range(FINAL_DONES - 1):  # one went out from on_datagram already
+                send(pk.Kind.DONE)
+            await _linger(last_valid, interval)
     finally:
         port.remove_listener(on_datagram)
         if opener is not None:
@@ -166,3 +177,26 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
     stats.duration = time.monotonic() - started
     stats.opening_sent = opener.sent if opener is not None else 0
     return PunchResult(state.peer, stats)
+
+
+async def _linger(last_valid: list[float], interval: float) -> None:
+    """Acceptor, complete: keep answering (DONE) while the initiator still sends — it has not seen a DONE yet —
+    until it has been quiet for ``LINGER_QUIET`` intervals, at most ``LINGER_LIMIT`` intervals in all."""
+    limit = time.monotonic() + LINGER_LIMIT * interval
+    while (now := time.monotonic()) < limit:
+        quiet_until = last_valid[0] + LINGER_QUIET * interval
+        if now >= quiet_until:
+            return
+        await asyncio.sleep(min(quiet_until, limit) - now)
+
+
+def _failure(peer: Address, timeout: float, stats: PunchStats) -> tuple[str, str]:
+    """The message and the hint: what was heard tells which way to look."""
+    counts = f"sent {stats.sent}, received {stats.received} valid, dropped {sum(stats.dropped.values())}"
+    head = f"no handshake with the peer at {peer[0]}:{peer[1]} within {timeout:g} s ({counts})"
+    if stats.received:
+        return (f"{head}: the peer was heard, then fell silent",
+                "it may have given up or restarted (see its log); the path itself works")
+    return (head, "the peer may have stopped or restarted (its endpoint is then stale), or a NAT drops the "
+            "packets: check that both NATs are endpoint-independent (plexus nat) and that punch.hops is below "
+            "the hop count between the NATs")

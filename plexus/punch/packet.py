@@ -31,6 +31,7 @@ class Kind(enum.IntEnum):
     OPEN = 0x01  # TTL-limited opening packet, unauthenticated, ignored by the receiver
     HELLO = 0x02  # "here I am"
     ACK = 0x03  # "I have received a valid packet from you"
+    DONE = 0x04  # acceptor only: "I have your ACK: my side is complete" (the initiator may close and launch)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def decode(data: bytes, key: bytes, session_id: bytes) -> Packet:
     kind_value = flags & ~FROM_ACCEPTOR
     if kind_value == Kind.OPEN:
         raise BadPacket("opening")
-    if kind_value not in (Kind.HELLO, Kind.ACK):
+    if kind_value not in (Kind.HELLO, Kind.ACK, Kind.DONE):
         raise BadPacket("kind")
     if not hmac.compare_digest(_tag(key, data[: _HEADER.size]), data[_HEADER.size:]):
         raise BadPacket("tag")
