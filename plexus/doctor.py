@@ -133,14 +133,16 @@ def _tls_fix(error: BaseException) -> str:
 
 # -- authentication --------------------------------------------------------------------------------------------
 
-def check_authentication(profile: Profile) -> list[Check]:
+async def check_authentication(profile: Profile) -> list[Check]:
+    from plexus.profile.secrets import fetch
+
     auth = profile.rendezvous.authentication
     if auth.method == "none":
         return [Check("authentication", "warn", "none: anyone who can mail this mailbox can pose as a peer",
                       "use authentication: smime or psk")]
     if auth.method == "psk":
         try:
-            value = auth.psk.resolve() if auth.psk else ""
+            value = await fetch(auth.psk) if auth.psk else ""  # a command: not blocking, Ctrl-C works
         except PlexusError as error:
             return [Check("pre-shared key", "fail", error.message, error.hint)]
         if len(value) < 16:
@@ -295,9 +297,11 @@ async def run_checks(profile_name: str) -> list[Check]:
     network: list[Awaitable[list[Check]]] = []
     config = profile.rendezvous.email
     if config is not None:
+        from plexus.profile.secrets import fetch
+
         password = None
         try:
-            password = config.password.resolve()
+            password = await fetch(config.password)
         except PlexusError as error:
             checks.append(Check("mail password", "fail", error.message, error.hint))
         try:
@@ -316,7 +320,7 @@ async def run_checks(profile_name: str) -> list[Check]:
     results = await asyncio.gather(*network)
     for result in results[:-1]:
         checks += result
-    checks += check_authentication(profile)
+    checks += await check_authentication(profile)
     checks += results[-1]
     checks += check_payload(profile)
     return checks

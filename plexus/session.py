@@ -217,6 +217,9 @@ async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None 
     """Run the pipeline for ``profile``; the payload's exit code (initiate) or 0 when stopped (accept)."""
     for warning in profile.warnings:
         report(Event("profile", "warn", warning))
+    from plexus.profile.secrets import resolve_secrets
+
+    await resolve_secrets(profile)  # secret commands, without blocking: Ctrl-C stops them at once
     selected = list(profile.peers)
     if peers:
         unknown = [p for p in peers if profile.peer(p) is None]
