@@ -3,32 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from plexus.errors import ProfileError, RendezvousError
 from plexus.profile.model import Peer, Profile
 from plexus.rendezvous.base import Document
 from plexus.rendezvous.inbox import FAST_INTERVAL, Inbox
-from plexus.rendezvous.mail import TransientMailError, compose, send_mail, tls_context
+from plexus.rendezvous.mail import SMTP_TIMEOUT, TransientMailError, compose, send_mail, tls_context
 
 log = logging.getLogger("plexus.rendezvous")
 
-ATTEMPTS = 3  # tries of a connection that timed out or dropped (lossy path, server restart)
-RETRY_DELAY = 0.5  # seconds before the second try, doubling
+RETRY_FIRST = 0.25  # seconds before the second try, doubling up to RETRY_MAX
+RETRY_MAX = 4.0
+# No new try starts after this share of rendezvous.timeout: an offer delivered later leaves the peer too little
+# of the initiator's wait to answer, and an error now says more than a timeout later.
+RETRY_SHARE = 0.5
 
 
-async def _retrying(what: str, operation: Callable[[], Awaitable[None]]) -> None:
-    """Run ``operation``; a TransientMailError is retried (bounded), anything else fails at once."""
-    for attempt in range(ATTEMPTS):
+async def _retrying(what: str, operation: Callable[[float], Awaitable[None]], within: float) -> None:
+    """Run ``operation(seconds left of within)``; a TransientMailError is retried with backoff while less than
+    RETRY_SHARE of ``within`` has passed, anything else fails at once."""
+    started = time.monotonic()
+    retry_until, end = started + within * RETRY_SHARE, started + within
+    for attempt in itertools.count(1):
         try:
-            await operation()
+            await operation(max(1.0, end - time.monotonic()))
             return
         except TransientMailError as error:
-            if attempt == ATTEMPTS - 1:
-                raise
-            log.warning("rendezvous: %s failed (%s); trying again", what, error.message)
-            await asyncio.sleep(RETRY_DELAY * 2 ** attempt)
+            left = retry_until - time.monotonic()
+            if left <= 0:
+                raise TransientMailError(f"{error.message} (gave up after {attempt} tries in "
+                                         f"{time.monotonic() - started:.1f} s)", hint=error.hint) from None
+            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1), left)  # the last try at retry_until
+            log.warning("rendezvous: %s failed (%s); trying again in %.2g s", what, error.message, delay)
+            await asyncio.sleep(delay)
 
 
 class EmailCarrier:
@@ -45,11 +56,12 @@ class EmailCarrier:
         self._sender = profile.host.address
         self._password = config.password.resolve()
         self._context = tls_context(config.ca)
+        self._retry_within = profile.rendezvous.timeout
         self.inbox = Inbox(config, self._password, profile.host.id, fast_interval=fast_interval,
                            steady_poll=steady_poll)
 
     async def __aenter__(self) -> EmailCarrier:
-        await _retrying("connecting to the mailbox", self.inbox.open)
+        await _retrying("connecting to the mailbox", lambda _left: self.inbox.open(), self._retry_within)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -60,8 +72,9 @@ class EmailCarrier:
             raise RendezvousError(f"peer {peer.id!r} has no mail address", hint="set peers[].address")
         message = compose(self._sender, peer.address, peer.id, data, media_type)
         # A second copy, should the first have arrived after all, is dropped by the receiver as a replay.
-        await _retrying(f"sending to {peer.address}", lambda: send_mail(self._config, self._password, message,
-                                                                        self._context))
+        await _retrying(f"sending to {peer.address}",
+                        lambda left: send_mail(self._config, self._password, message, self._context,
+                                               min(SMTP_TIMEOUT, left)), self._retry_within)
 
     def documents(self) -> AsyncIterator[Document]:
         return self.inbox.documents()

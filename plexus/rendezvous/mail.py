@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import errno
 import functools
+import os
+import socket
 import ssl
 from email.message import EmailMessage, Message
 from email.utils import formatdate, make_msgid
@@ -78,14 +81,32 @@ def extract_document(data: bytes) -> bytes:
 
 
 class TransientMailError(RendezvousError):
-    """A timeout or a dropped connection: worth another try (a lossy path, a server restarting)."""
+    """Worth another try: a server restarting (refused, reset), busy (4xx), or a lossy path (timeout)."""
+
+
+# Socket errors a restarting server or a flapping path gives; anything else (a bad name, ...) is the profile's.
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
+                               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
+                               errno.EHOSTDOWN})
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return False
-    return isinstance(error, (TimeoutError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                              aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError))
+    """Whether retrying may help. Transient: connection refused, reset or timed out, a 4xx reply (RFC 5321 4.2.1:
+    "the error condition is temporary"), a name server that did not answer. Permanent: a 5xx reply (a refused
+    login, sender or recipient), a TLS certificate that does not verify, any other TLS error, an unknown name."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        return bool(error.recipients) and all(is_transient(refused) for refused in error.recipients)
+    if isinstance(error, aiosmtplib.SMTPResponseException):  # before SMTPConnectError: a 421/554 greeting
+        return 400 <= error.code < 500
+    if isinstance(error, ssl.SSLError):  # (SSLCertVerificationError among them)
+        return isinstance(error, ssl.SSLEOFError)  # the server went away mid-handshake
+    if isinstance(error, socket.gaierror):
+        return error.errno == socket.EAI_AGAIN
+    if isinstance(error, aiosmtplib.SMTPConnectError) and error.__cause__ is not None:
+        return is_transient(error.__cause__)  # aiosmtplib wraps the OSError of the connect
+    if isinstance(error, (TimeoutError, ConnectionError, aiosmtplib.SMTPServerDisconnected)):
+        return True  # (SMTPConnectError and SMTPTimeoutError are among them)
+    return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
 
 
 def failure(server: MailServer, what: str, error: BaseException, hint: str) -> RendezvousError:
@@ -102,28 +123,45 @@ def describe_failure(server: MailServer, what: str, error: BaseException) -> str
         return f"{where}: TLS certificate not trusted ({error.args[-1] if error.args else text})"
     if isinstance(error, ssl.SSLError):
         return f"{where}: TLS failed ({text})"
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        error = error.recipients[0]
+    if isinstance(error, aiosmtplib.SMTPResponseException):  # str() of these is a tuple
+        return f"{where}: {error.code} {error.message.splitlines()[0] if error.message else ''}".rstrip()
+    if isinstance(error, aiosmtplib.SMTPConnectError) and isinstance(error.__cause__, OSError):
+        error = error.__cause__
     if isinstance(error, TimeoutError):
         return f"{where}: no answer (timed out)"
+    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:  # not asyncio's "Connect call failed"
+        return f"{where}: {os.strerror(error.errno).lower()}"
     return f"{where}: {text}"
 
 
 async def send_mail(config: EmailRendezvous, password: str, message: EmailMessage,
-                    context: ssl.SSLContext) -> None:
-    """Submit one mail (a fresh connection: offers are rare, and this survives server restarts)."""
+                    context: ssl.SSLContext, timeout: float = SMTP_TIMEOUT) -> None:
+    """Submit one mail (a fresh connection: offers are rare, and this survives server restarts). ``timeout``
+    bounds each step (connect, TLS, every command). TransientMailError when another try may help."""
     server = config.smtp
     try:
         await aiosmtplib.send(message, hostname=server.host, port=server.port, username=config.login,
                               password=password, use_tls=server.tls == "implicit",
-                              start_tls=server.tls == "starttls", tls_context=context, timeout=SMTP_TIMEOUT)
-    except aiosmtplib.SMTPAuthenticationError:
-        raise RendezvousError(f"SMTP server {server.host}:{server.port} rejected the login {config.login!r}",
-                              hint="check rendezvous.email.login and password") from None
-    except aiosmtplib.SMTPRecipientsRefused as error:
-        raise RendezvousError(f"SMTP server {server.host}:{server.port} refused the recipient "
-                              f"{message['To']}: {error}", hint="check peers[].address") from None
+                              start_tls=server.tls == "starttls", tls_context=context, timeout=timeout)
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
-        cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLError) else error
-        raise failure(server, "SMTP", cause, _hint(cause)) from None
+        raise _send_failure(config, message, error) from None
+
+
+def _send_failure(config: EmailRendezvous, message: EmailMessage, error: BaseException) -> RendezvousError:
+    server = config.smtp
+    if not is_transient(error):
+        where = f"SMTP server {server.host}:{server.port}"
+        if isinstance(error, aiosmtplib.SMTPAuthenticationError):
+            reply = f"{error.code} {error.message.splitlines()[0] if error.message else ''}".rstrip()
+            return RendezvousError(f"{where} rejected the login {config.login!r} ({reply})",
+                                   hint="check rendezvous.email.login and password")
+        if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+            return RendezvousError(f"{describe_failure(server, 'SMTP', error)} (recipient {message['To']})",
+                                   hint="check peers[].address")
+    cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLError) else error
+    return failure(server, "SMTP", cause, _hint(cause))
 
 
 def _hint(error: BaseException) -> str:
