@@ -26,7 +26,7 @@ def dht_lab(lab: Any) -> Iterator[Any]:
     start_bootstrap(lab)
     lab.write_profile("b", "alice-dht", **dht_profile_overrides())
     lab.write_profile("a", "bob-dht", **dht_profile_overrides())
-    for name in ("forged",):  # keys of their own: values live 10 min on the DHT
+    for name in ("forged", "replay"):  # keys of their own: values live 10 min on the DHT
         lab.write_profile("b", f"alice-dht-{name}", **dht_profile_overrides(f"plexus-lab-{name}"))
         for site in ("a", "c"):
             lab.write_profile(site, f"bob-dht-{name}", **dht_profile_overrides(f"plexus-lab-{name}"))
@@ -152,3 +152,63 @@ def test_plexus_up_brings_the_tunnel_up_over_the_dht(dht_lab: Any, site_spawn: A
         wait_event(side, "payload", "info", timeout=40)
     assert ping(site_run, "a", "198.19.0.2"), "no ping across the tunnel from alice"
     assert ping(site_run, "b", "198.19.0.1"), "no ping across the tunnel from bob"
+
+
+REPUTTER = """
+import asyncio, os, sys, time
+from plexus.profile import load
+from plexus.rendezvous.dht import value_id
+from plexus.rendezvous.dht_identity import key_text, peer_certificate
+from plexus.rendezvous.dht_node import DhtNode
+
+async def main():
+    profile = load("bob-dht-replay")  # site c: a bystander; bob's key is derivable from his certificate
+    key = key_text(peer_certificate(profile.peers[0]), profile.rendezvous.dht.app)
+    async with DhtNode(bootstrap=profile.rendezvous.dht.bootstrap) as node:
+        seen = asyncio.Queue()
+        node.listen(key, seen.put_nowait)
+        await asyncio.sleep(1.0)
+        earlier = set()
+        while not seen.empty():
+            earlier.add(seen.get_nowait().value_id)
+        print("listening", flush=True)
+        captured = await asyncio.wait_for(seen.get(), 30)  # alice's first invite, as anyone may read it
+        while captured.value_id in earlier:
+            captured = await asyncio.wait_for(seen.get(), 30)
+        print("captured", flush=True)
+        deadline = time.monotonic() + 90
+        while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        print("put", await node.put(key, captured.data, 5, value_id=value_id(time.time())), flush=True)
+asyncio.run(main())
+"""
+
+
+def test_a_re_put_invite_launches_nothing_and_leaves_the_tunnel_up(dht_lab: Any, site_spawn: Any, site_run: Any,
+                                                                   tmp_path: Any) -> None:
+    """A bystander reads alice's invite off the DHT and, after bob restarted and a newer session is up, puts it
+    again under a fresh value id (which passes the carrier's linger check): bob drops it, the tunnel stays."""
+    from test_replay_lab import drops, invites_taken
+    from test_up_e2e import ping, wait_event
+
+    trigger = tmp_path / "re-put now"
+    bystander = site_spawn("c", [sys.executable, "-c", REPUTTER, str(trigger)])
+    bystander.wait_for("listening", timeout=20)
+    first = [site_spawn("b", [*PLEXUS, "up", "alice-dht-replay", "--json"])]
+    wait_event(first[0], "offer-received", "start", timeout=20)
+    first.append(site_spawn("a", [*PLEXUS, "up", "bob-dht-replay", "--json"]))
+    for side in first:
+        wait_event(side, "payload", "info", timeout=40)
+    bystander.wait_for("captured", timeout=20)
+    for side in first:
+        side.stop()
+    bob = site_spawn("b", [*PLEXUS, "up", "alice-dht-replay", "--json"])
+    wait_event(bob, "offer-received", "start", timeout=20)
+    alice = site_spawn("a", [*PLEXUS, "up", "bob-dht-replay", "--json"])
+    for side in (alice, bob):
+        wait_event(side, "payload", "info", timeout=40)
+    trigger.touch()
+    assert "True" in bystander.wait_for("put", timeout=20)
+    drops(bob, "replayed (nonce seen before)", timeout=20)
+    assert invites_taken(bob) == 1 and bob.returncode is None and alice.returncode is None
+    assert ping(site_run, "a", "198.19.0.2"), "the tunnel went down after the re-put"
