@@ -15,13 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from plexus.errors import NatError, PlexusError, ProfileError
+from plexus.errors import NatError, PlexusError, ProfileError, RendezvousError
 from plexus.events import Event, Reporter, phase
 from plexus.launch.runner import run_payload
 from plexus.launch.template import Prepared, SessionContext, Template, find_template, prepare
 from plexus.nat import discover, punchable
 from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
+from plexus.punch.target import unusable_target
 from plexus.rendezvous import open_exchange
 from plexus.rendezvous.base import Agreement, Exchange, Invite, LocalOffer, PeerRefused
 from plexus.rendezvous.offer import Offer
@@ -116,6 +117,10 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
             raise
         report(Event("offer-received", "ok", f"accept from {peer.id}", peer.id, time.monotonic() - started,
                      {"peer_endpoint": list(agreement.peer_endpoint), "peer_nat": agreement.peer_nat}))
+        unusable = unusable_target(agreement.peer_endpoint, outer, inner)
+        if unusable is not None:
+            raise RendezvousError(f"{peer.id}'s accept names an endpoint we will not punch toward: {unusable}",
+                                  hint="the peer's STUN result is wrong, or the peer is not what it claims")
         return await _punch_and_launch(profile, local, agreement, report)
     finally:
         port.close()
@@ -160,6 +165,11 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         if reason is not None:
             await exchange.refuse(invite, reason)
             raise NatError(reason)
+        unusable = unusable_target(invite.endpoint, outer, inner)
+        if unusable is not None:  # an authenticated peer must not aim our packets at our own hosts or ports
+            with contextlib.suppress(PlexusError):
+                await exchange.refuse(invite, f"your endpoint is unusable: {unusable}")
+            raise RendezvousError(f"dropped the invite from {peer_id}: {unusable}")
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
         # Open our NAT toward the peer before our answer leaves: by the time the initiator punches, the hole exists.
