@@ -205,6 +205,12 @@ async def _accept(profile: Profile, exchange: Exchange, report: Reporter) -> int
                 continue
             report(Event("offer-received", "ok", f"invite from {invite.peer.id}", invite.peer.id,
                          data={"peer_endpoint": list(invite.endpoint), "peer_nat": invite.nat}))
+            busy = _fixed_port_busy(profile, sessions, invite.peer.id)
+            if busy is not None:
+                report(Event("session", "fail", busy, invite.peer.id))
+                with contextlib.suppress(PlexusError):
+                    await exchange.refuse(invite, busy)
+                continue
             previous = sessions.pop(invite.peer.id, None)
             if previous is not None and not previous.done():
                 # A new invite from the same peer replaces its old session (it restarted on its side).
@@ -218,6 +224,17 @@ async def _accept(profile: Profile, exchange: Exchange, report: Reporter) -> int
         if sessions:
             await asyncio.gather(*sessions.values(), return_exceptions=True)
     return 0
+
+
+def _fixed_port_busy(profile: Profile, sessions: dict[str, asyncio.Task[int]], peer_id: str) -> str | None:
+    """A fixed ``stun.bind`` port serves one session at a time (two sessions on one port would steal each
+    other's datagrams and their payloads could not bind it): why this invite must wait, or None."""
+    port = profile.stun.bind.port
+    holders = [other for other, task in sessions.items() if other != peer_id and not task.done()]
+    if port == 0 or not holders:
+        return None
+    return (f"busy: our fixed UDP port {port} (stun.bind) is in use by the session with {holders[0]}; "
+            "try again when it ends, or have the acceptor use port 0")
 
 
 # --- the pipeline -------------------------------------------------------------------------------------------

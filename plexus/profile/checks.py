@@ -115,6 +115,12 @@ def check_endpoints(document: Document) -> None:
             continue
         if endpoint.port == 0 and path != ("stun", "bind"):
             document.problem(path, "port 0 is not a server port", "STUN listens on 3478")
+        if path == ("stun", "bind") and endpoint.port != 0 and get(data, ("role",), str) == "accept" \
+                and len(peers(data)) > 1:
+            document.problem(path, f"a fixed port serves one session at a time: while one of the "
+                             f"{len(peers(data))} peers is connected, the others are refused as busy",
+                             "use port 0 (a fresh port per session) unless a firewall needs this one",
+                             severity="warning")
 
 
 def secret_paths(data: Any) -> list[FieldPath]:
