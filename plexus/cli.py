@@ -94,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     for site in "abc":
         p.add_argument(f"--nat-{site}", choices=["eim", "eim-bare", "symmetric", "none"], default=None,
                        help=f"NAT kind of site {site}")
-    p.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="packet loss on the NATs' outside links")
-    p.add_argument("--delay", type=float, default=0.0, metavar="MS", help="delay on the NATs' outside links")
-    p.add_argument("--path-length", type=int, default=3, metavar="N", help="routers between the NATs")
+    p.add_argument("--loss", type=float, default=None, metavar="PCT",
+                   help="packet loss on the NATs' outside links (0; applied to a running lab too)")
+    p.add_argument("--delay", type=float, default=None, metavar="MS",
+                   help="delay on the NATs' outside links (0; applied to a running lab too)")
+    p.add_argument("--path-length", type=int, default=None, metavar="N", help="routers between the NATs (3)")
     p.add_argument("--force", action="store_true", help="rebuild an existing lab")
     lab_sub.add_parser("down", help="stop every lab process and delete its namespaces")
     p = lab_sub.add_parser("status", help="show the lab")
@@ -114,6 +116,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO \
         if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:  # the mail libraries' own chatter ("ignored untagged response") is for -vv only
+        for library in ("aioimaplib", "aiosmtplib"):
+            logging.getLogger(library).setLevel(max(level, logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

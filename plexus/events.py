@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Status = Literal["start", "ok", "fail", "info", "warn"]
+Status = Literal["start", "ok", "fail", "stopped", "info", "warn"]  # stopped: cancelled (Ctrl-C, replaced)
 
 # Phases of `plexus up`, in pipeline order (the live view shows them in this order).
 PHASES = ("profile", "nat", "mailbox", "offer-sent", "offer-received", "punch", "handshake", "launch", "payload")
@@ -44,6 +45,9 @@ def phase(report: Reporter, name: str, message: str = "", peer: str | None = Non
     result: dict[str, Any] = {}
     try:
         yield result
+    except asyncio.CancelledError:  # stopped (Ctrl-C, SIGTERM) or replaced by a newer session: not a failure
+        report(Event(name, "stopped", "stopped", peer, time.monotonic() - started))
+        raise
     except BaseException as error:
         text = str(error) or type(error).__name__
         report(Event(name, "fail", text, peer, time.monotonic() - started))

@@ -19,7 +19,7 @@ from plexus.errors import NatError, PlexusError, ProfileError, RendezvousError
 from plexus.events import Event, Reporter, phase
 from plexus.launch.runner import run_payload
 from plexus.launch.template import Prepared, SessionContext, Template, find_template, prepare
-from plexus.nat import discover, punchable
+from plexus.nat import discover, punchable, refusal_for_peer
 from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
 from plexus.punch.target import unusable_target
@@ -104,7 +104,7 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
         reason = _refusal_reason(mapping)
         if reason is not None:
             with contextlib.suppress(PlexusError):
-                await exchange.notify_refusal(peer, reason)
+                await exchange.notify_refusal(peer, refusal_for_peer(mapping))  # type: ignore[arg-type]
             raise NatError(reason)
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
@@ -163,7 +163,7 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         inner, outer, mapping = await _discover(profile, port, report, peer_id)
         reason = _refusal_reason(mapping)
         if reason is not None:
-            await exchange.refuse(invite, reason)
+            await exchange.refuse(invite, refusal_for_peer(mapping))  # type: ignore[arg-type]
             raise NatError(reason)
         unusable = unusable_target(invite.endpoint, outer, inner)
         if unusable is not None:  # an authenticated peer must not aim our packets at our own hosts or ports

@@ -16,7 +16,8 @@ from rich.text import Text
 
 from plexus.events import PHASES, Event
 
-_MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "warn": ("!", "yellow"), "info": ("·", "cyan")}
+_MARK = {"ok": ("✓", "green"), "fail": ("✗", "red"), "stopped": ("■", "dim"), "warn": ("!", "yellow"),
+         "info": ("·", "cyan")}
 
 
 class JsonLines:
@@ -67,7 +68,7 @@ class LiveView:
 
     def __call__(self, event: Event) -> None:
         key = (event.peer or "", event.phase)
-        if event.status in ("start", "ok", "fail"):
+        if event.status in ("start", "ok", "fail", "stopped"):
             self.rows[key] = {"status": event.status, "message": event.message, "duration": event.duration}
         else:
             symbol, style = _MARK[event.status]

@@ -353,3 +353,18 @@ def test_topology_addresses_and_names() -> None:
     assert "--random-fully" in network.nat_rules("symmetric") and "INPUT -i wan -j DROP" in network.nat_rules("eim")
     assert "INPUT" not in network.nat_rules("eim-bare").split("*filter")[1].replace(":INPUT ACCEPT", "")
     assert "MASQUERADE" not in network.nat_rules("none")
+
+
+def test_lab_up_on_a_running_lab_applies_loss_and_nat(lab: Lab, lab_settings: Any) -> None:
+    lab_settings.set_netem()  # remembered, and restored after the test
+    lab_settings.set_nat("a", lab.nat("a"))
+    env = {**os.environ, "PLEXUS_LAB_NAME": lab.name}
+    done = subprocess.run([sys.executable, "-m", "plexus", "lab", "up", "--loss", "20", "--nat-a", "eim-bare"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "changed: NAT a eim-bare; loss 20%, delay 0 ms" in done.stdout
+    fresh = Lab(lab.name)
+    assert fresh.config["netem"]["loss_pct"] == 20 and fresh.nat("a") == "eim-bare"
+    refused = subprocess.run([sys.executable, "-m", "plexus", "lab", "up", "--path-length", "5"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 7 and "--force" in refused.stderr

@@ -98,3 +98,9 @@ async def test_a_fixed_port_acceptor_refuses_a_second_peer_while_one_is_connecte
         assert _fixed_port_busy(profile, {"laptop": running}, "phone") is None  # port 0: a port per session
     finally:
         running.cancel()
+
+
+def test_extends_naming_a_device_says_so(examples: Path) -> None:
+    laptop = edit(examples / "laptop.yaml", "version: 1\n", "version: 1\nextends: /dev/zero\n")
+    (problem,) = errors(laptop)
+    assert problem.field == "extends" and "/dev/zero is not a regular file" in problem.message

@@ -34,13 +34,12 @@ def run_lab(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     system.check_host()  # not root / not Linux / a package missing: say so even when a lab is up
     lab = Lab()
-    if not args.force and lab.state.exists() and lab.is_up():
-        print(f"lab {lab.name!r} is already up (plexus lab status; plexus lab up --force rebuilds it)")
-        return 0
     nat = {site: getattr(args, f"nat_{site}") for site in SITES if getattr(args, f"nat_{site}", None)}
+    if not args.force and lab.state.exists() and lab.is_up():
+        return _change_running(lab, args, nat)
     started = time.monotonic()
-    lab = Lab.up(nat=nat, path_length=args.path_length, loss_pct=args.loss, delay_ms=args.delay,
-                 force=args.force)
+    lab = Lab.up(nat=nat, path_length=args.path_length or 3, loss_pct=args.loss or 0.0,
+                 delay_ms=args.delay or 0.0, force=args.force)
     elapsed = time.monotonic() - started
     topology = lab.topology
     print(f"lab {lab.name!r} up in {elapsed:.2f} s: STUN {lab.stun_primary[0]}:{lab.stun_primary[1]} + "
@@ -50,6 +49,30 @@ def _up(args: argparse.Namespace) -> int:
         print(f"  site {site}: {lab.user(site)} {lab.host_address(site)} behind NAT {lab.nat(site)} "
               f"({lab.public_address(site)}), profiles in {lab.profile_dir(site)}")
     print("try: plexus lab exec b -- plexus up alice   and   plexus lab exec a -- plexus up bob")
+    return 0
+
+
+def _change_running(lab: Lab, args: argparse.Namespace, nat: dict[str, Any]) -> int:
+    """``lab up`` on a running lab: apply what can change at run time (NAT kinds, loss, delay) and say so; the
+    path length needs a rebuild."""
+    if args.path_length is not None and args.path_length != lab.topology.path_length:
+        raise LabError(f"lab {lab.name!r} is up with {lab.topology.path_length} routers between the NATs",
+                       hint="plexus lab up --force --path-length N rebuilds it")
+    changes = []
+    for site, kind in nat.items():
+        if kind != lab.nat(site):
+            lab.set_nat(site, kind)
+            changes.append(f"NAT {site} {kind}")
+    netem = lab.config["netem"]
+    loss = netem["loss_pct"] if args.loss is None else args.loss
+    delay = netem["delay_ms"] if args.delay is None else args.delay
+    if (loss, delay) != (netem["loss_pct"], netem["delay_ms"]):
+        lab.set_netem(loss, delay)
+        changes.append(f"loss {loss:g}%, delay {delay:g} ms")
+    if changes:
+        print(f"lab {lab.name!r} is up; changed: {'; '.join(changes)}")
+    else:
+        print(f"lab {lab.name!r} is already up (plexus lab status; plexus lab up --force rebuilds it)")
     return 0
 
 

@@ -45,6 +45,13 @@ def punchable(mapping: Mapping) -> tuple[bool, str]:
                    f"to send to{STILL_WORKS_MARK}{_STILL_WORKS}")
 
 
+def refusal_for_peer(mapping: Mapping) -> str:
+    """Why we cannot punch, as the peer's log shows it ("bob refused: ..."): about *our* NAT, in the third
+    person (``punchable`` speaks to the user behind the NAT)."""
+    return (f"its NAT gives a new public port for every destination ({mapping} mapping), so there is no port "
+            "to punch toward")
+
+
 @dataclass(frozen=True)
 class Discovery:
     """Our endpoints and the NAT's mapping behaviour, as found through one UDP port."""

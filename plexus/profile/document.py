@@ -91,8 +91,10 @@ def _base_of(source: Source, seen: list[Path], document: Document) -> Path | Non
         document.problems.append(Problem.at(mark, ("extends",), f"more than {MAX_CHAIN} bases in a chain"))
         return None
     if not base.is_file():
-        document.problems.append(Problem.at(mark, ("extends",), f"base profile {base} does not exist",
-                                            "the path is relative to this profile's folder"))
+        exists = base.exists()
+        what = "is not a regular file" if exists else "does not exist"
+        hint = "give the path of a YAML profile" if exists else "the path is relative to this profile's folder"
+        document.problems.append(Problem.at(mark, ("extends",), f"base profile {base} {what}", hint))
         return None
     return base
 
