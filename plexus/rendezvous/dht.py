@@ -17,8 +17,9 @@ key) or too large, and silently skips a value it has already delivered (the DHT 
 stay on the DHT for ten minutes, and an acceptor started again would answer its last session's invites: as
 in the original tool, a value's id says when it was put, and the accept side drops values put (by the sender's
 clock) more than ``LINGER_SLACK`` seconds before it started listening. The id is not authenticated: it only
-ever drops values; an attacker replaying an invite under a new id to a freshly started acceptor gets an
-answer encrypted to the real peer, and no secret (see ``freshness``).
+ever drops values. What stops a bystander who re-puts a value it read under a fresh id is the offer inside:
+signed, naming its recipient and its time, and checked against the replay memory that survives restarts and
+the rule that a peer's invite must be newer than its last one (``freshness``; docs/security.md).
 """
 
 from __future__ import annotations
