@@ -36,7 +36,7 @@ from stats import percentile  # benchmarks/stats.py (scripts: their folder is on
 from plexus.lab import Lab
 from plexus.lab.dht import dht_profile_overrides, start_bootstrap, stop_bootstrap
 
-PROBE = [sys.executable, "-m", "plexus.rendezvous.dht_probe"]
+PROBE = [sys.executable, "-m", "plexus.rendezvous.dht.probe"]
 
 
 def summary(seconds: list[float]) -> dict[str, float]:

@@ -7,17 +7,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Status = Literal["start", "ok", "fail", "stopped", "info", "warn"]  # stopped: cancelled (Ctrl-C, replaced)
 
-# Phases of `plexus up`, in pipeline order (the live view shows them in this order).
-PHASES = ("profile", "nat", "mailbox", "offer-sent", "offer-received", "punch", "handshake", "launch", "payload")
+# Phases of `plexus up`, in pipeline order (the live view shows them in this order). "mailbox" / "rendezvous":
+# connecting the email / any other carrier; "session": the outcome of one peer's session (failed, restarted).
+Phase = Literal["profile", "nat", "mailbox", "rendezvous", "offer-sent", "offer-received", "punch", "launch",
+                "payload", "session"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 @dataclass
 class Event:
-    phase: str
+    phase: Phase
     status: Status
     message: str = ""
     peer: str | None = None
@@ -37,7 +40,7 @@ def discard(_event: Event) -> None:
 
 
 @contextmanager
-def phase(report: Reporter, name: str, message: str = "", peer: str | None = None) -> Iterator[dict[str, Any]]:
+def phase(report: Reporter, name: Phase, message: str = "", peer: str | None = None) -> Iterator[dict[str, Any]]:
     """Report start, then ok (with duration) or fail around a block. The yielded dict becomes the ok event's
     data; put a "message" key in it to replace the ok message."""
     report(Event(name, "start", message, peer))

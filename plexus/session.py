@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from plexus.errors import NatError, PlexusError, ProfileError, RendezvousError
-from plexus.events import Event, Reporter, phase
+from plexus.events import Event, Reporter, discard, phase
 from plexus.launch.runner import run_payload
 from plexus.launch.template import Prepared, SessionContext, Template, find_template, prepare
-from plexus.nat import discover, punchable, refusal_for_peer
+from plexus.nat import Mapping, discover, punchable, refusal_for_peer
 from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
 from plexus.punch.target import unusable_target
-from plexus.rendezvous import open_exchange
-from plexus.rendezvous.base import Agreement, Exchange, Invite, LocalOffer, PeerRefused
+from plexus.rendezvous import OfferExchange, open_exchange
+from plexus.rendezvous.base import Agreement, Carrier, Exchange, Invite, LocalOffer, PeerRefused
 from plexus.rendezvous.offer import Offer
 from plexus.udp import UdpPort
 
@@ -38,7 +39,7 @@ class _Local:
     port: UdpPort
     inner: tuple[str, int]  # our local address as the kernel routes toward STUN (not 0.0.0.0), and the port
     outer: tuple[str, int]
-    mapping: str
+    mapping: Mapping
     template: Template
     prepared: Prepared
 
@@ -51,7 +52,7 @@ def _template(profile: Profile) -> Template:
 
 
 async def _discover(profile: Profile, port: UdpPort, report: Reporter,
-                    peer: str | None) -> tuple[tuple[str, int], tuple[str, int], str]:
+                    peer: str | None) -> tuple[tuple[str, int], tuple[str, int], Mapping]:
     with phase(report, "nat", "asking STUN", peer) as result:
         found = await discover(port, profile.stun)
         result["message"] = f"public {found.outer[0]}:{found.outer[1]}, {found.mapping} mapping"
@@ -88,8 +89,8 @@ def _punch_window(profile: Profile, accepting: bool) -> float:
     return profile.punch.timeout + (profile.rendezvous.timeout if accepting else 0.0)
 
 
-def _refusal_reason(mapping: str) -> str | None:
-    ok, reason = punchable(mapping)  # type: ignore[arg-type]
+def _refusal_reason(mapping: Mapping) -> str | None:
+    ok, reason = punchable(mapping)
     return None if ok else reason
 
 
@@ -104,7 +105,7 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
         reason = _refusal_reason(mapping)
         if reason is not None:
             with contextlib.suppress(PlexusError):
-                await exchange.notify_refusal(peer, refusal_for_peer(mapping))  # type: ignore[arg-type]
+                await exchange.notify_refusal(peer, refusal_for_peer(mapping))
             raise NatError(reason)
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
@@ -163,7 +164,7 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         inner, outer, mapping = await _discover(profile, port, report, peer_id)
         reason = _refusal_reason(mapping)
         if reason is not None:
-            await exchange.refuse(invite, refusal_for_peer(mapping))  # type: ignore[arg-type]
+            await exchange.refuse(invite, refusal_for_peer(mapping))
             raise NatError(reason)
         unusable = unusable_target(invite.endpoint, outer, inner)
         if unusable is not None:  # an authenticated peer must not aim our packets at our own hosts or ports
@@ -240,8 +241,23 @@ def _fixed_port_busy(profile: Profile, sessions: dict[str, asyncio.Task[int]], p
 # --- the pipeline -------------------------------------------------------------------------------------------
 
 
-async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None = None) -> int:
-    """Run the pipeline for ``profile``; the payload's exit code (initiate) or 0 when stopped (accept)."""
+async def up(profile: Profile | str | os.PathLike[str], report: Reporter | None = None, *,
+             peers: Sequence[str] | None = None, carrier: Carrier | None = None) -> int:
+    """Run the whole pipeline for a profile (a ``Profile``, or a name or path to load). An initiator returns the
+    payload's exit code when it ends; an acceptor serves invites until it is cancelled.
+
+    ``report`` gets every progress ``Event`` (default: none); ``peers`` limits an initiator to these peer ids;
+    ``carrier`` replaces the profile's rendezvous transport with one of your own (a ``plexus.rendezvous.base.
+    Carrier``: offers are still authenticated as the profile says). A ``PlexusError`` says what failed::
+
+        import asyncio, plexus
+        code = asyncio.run(plexus.up("laptop", print))
+    """
+    if not isinstance(profile, Profile):
+        from plexus.profile import load
+
+        profile = load(os.fspath(profile))
+    report = report or discard
     for warning in profile.warnings:
         report(Event("profile", "warn", warning))
     from plexus.profile.secrets import resolve_secrets
@@ -261,13 +277,15 @@ async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None 
             report(Event("offer-sent", "ok", f"invite to {offer.recipient}", offer.recipient,
                          max(0.0, time.time() - offer.time)))
 
-    exchange = open_exchange(profile, trace=trace)
+    exchange = open_exchange(profile, trace=trace) if carrier is None else OfferExchange(profile, carrier,
+                                                                                          trace=trace)
 
     async def connect() -> Exchange:
-        carrier = "mailbox" if profile.rendezvous.email is not None else "DHT node"
-        with phase(report, "mailbox", f"connecting the {carrier}") as result:
+        mailbox = carrier is None and profile.rendezvous.email is not None
+        what = "mailbox" if mailbox else "DHT node" if carrier is None else type(carrier).__name__
+        with phase(report, "mailbox" if mailbox else "rendezvous", f"connecting the {what}") as result:
             await exchange.__aenter__()
-            result["message"] = f"{carrier} connected"
+            result["message"] = f"{what} connected"
         return exchange
 
     connected = asyncio.get_running_loop().create_task(connect())
@@ -297,54 +315,3 @@ async def up(profile: Profile, report: Reporter, *, peers: Sequence[str] | None 
         if connected.done() and not connected.cancelled() and connected.exception() is None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(exchange.__aexit__(None, None, None))
-
-
-# --- CLI ----------------------------------------------------------------------------------------------------
-
-
-async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[str] | None) -> int:
-    """Run ``up`` and turn SIGINT/SIGTERM into a clean cancellation (the payload gets the same signal)."""
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(up(profile, report, peers=peers))
-    received: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        def stop(name: str = sig.name) -> None:
-            received.append(name)
-            task.cancel(name)
-        loop.add_signal_handler(sig, stop)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        report(Event("session", "info", f"stopped by {received[0]}"))
-        if profile.role == "accept":
-            return 0
-        return 130 if received[0] == "SIGINT" else 143
-
-
-def run_up(args: object) -> int:
-    from plexus.profile import load
-    from plexus.ui import JsonLines, LiveView
-
-    json_mode = bool(getattr(args, "json", False))
-    view: JsonLines | LiveView = JsonLines() if json_mode else LiveView()
-    payload_log = logging.getLogger("plexus.payload")
-    if not getattr(args, "quiet", False):
-        payload_log.setLevel(logging.INFO)
-        if isinstance(view, LiveView):
-            from rich.logging import RichHandler
-
-            handler: logging.Handler = RichHandler(console=view.console, show_path=False, show_level=False)
-        else:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-        payload_log.addHandler(handler)
-        payload_log.propagate = False
-    with view:
-        with phase(view, "profile", str(getattr(args, "profile", ""))) as result:
-            profile = load(str(getattr(args, "profile", "")))
-            result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
-        return asyncio.run(_run_until_signal(profile, view, getattr(args, "peers", None)))

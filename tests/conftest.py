@@ -18,6 +18,8 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +29,7 @@ from typing import Any
 import pytest
 
 from plexus.errors import PlexusError
+from plexus.nat import message
 
 LAB_NAME = os.environ.get("PLEXUS_LAB_NAME") or "plexus-test"
 
@@ -51,9 +54,12 @@ def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLEXUS_STATE_DIR", str(tmp_path / "state"))
 
 
+ROOT_FIXTURES = {"lab", "pair"}  # the network lab; a pair of network namespaces (tests/payload_netns.py)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:  # a test using the lab is a lab test, marked or not
-        if "lab" in getattr(item, "fixturenames", ()):
+    for item in items:  # a test that needs root (namespaces) is a lab test, marked or not
+        if ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
 
 
@@ -224,3 +230,46 @@ def lab_settings(lab: Any) -> Iterator[LabSettings]:
         yield settings
     finally:
         settings.restore()
+
+
+# -- a STUN server on loopback (tests without root) ----------------------------------------------------
+
+PRIMARY = ("127.0.0.1", 13578)
+OTHER = ("127.0.0.2", 13579)
+
+
+def _answers(server: tuple[str, int]) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.1)
+        probe.sendto(bytes(message.binding_request()), server)
+        try:
+            return bool(probe.recv(2048))
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real RFC 5780 STUN server (coturn) on loopback: 127.0.0.1:13578, alternate 127.0.0.2:13579 (no root)."""
+    if shutil.which("turnserver") is None:
+        pytest.fail("turnserver not found: apt-get install coturn")
+    state = tmp_path_factory.mktemp("coturn")
+    argv = ["turnserver", "-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "-L", PRIMARY[0], "-L", OTHER[0],
+            "-p", str(PRIMARY[1]), "--alt-listening-port", str(OTHER[1]), "--no-auth", "--simple-log",
+            "--log-file", str(state / "turn.log"), "--pidfile", str(state / "turn.pid"),
+            "--userdb", str(state / "turndb.sqlite")]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not (_answers(PRIMARY) and _answers(OTHER)):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"coturn did not answer on {PRIMARY} and {OTHER}; see {state / 'turn.log'}")
+            time.sleep(0.05)
+        yield PRIMARY
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(3)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(3)

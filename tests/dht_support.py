@@ -1,4 +1,4 @@
-"""Helpers for the DHT rendezvous tests: identities made with ``plexus.rendezvous.dht_identity``, profiles built
+"""Helpers for the DHT rendezvous tests: identities made with ``plexus.rendezvous.dht.identity``, profiles built
 directly, and a bootstrap node on loopback (real opendht nodes; traffic stays on 127.0.0.1)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from plexus.profile.model import (
     Rendezvous,
     Stun,
 )
-from plexus.rendezvous.dht_identity import IdentityFiles, generate
+from plexus.rendezvous.dht.identity import IdentityFiles, generate
 from plexus.rendezvous.offer import Offer
 
 LOOPBACK = "127.0.0.1"

@@ -15,7 +15,7 @@ import pytest
 from plexus.lab import mail
 from plexus.lab.dht import dht_profile_overrides, start_bootstrap, stop_bootstrap
 
-PROBE = [sys.executable, "-m", "plexus.rendezvous.dht_probe"]
+PROBE = [sys.executable, "-m", "plexus.rendezvous.dht.probe"]
 PLEXUS = [sys.executable, "-m", "plexus"]
 
 
@@ -80,7 +80,7 @@ def test_offers_cross_the_dht_between_two_nats_with_the_mail_server_down(
 
 
 def test_doctor_reaches_the_lab_bootstrap_node(dht_lab: Any, site_run: Any) -> None:
-    script = ("import asyncio, json; from plexus.profile import load; from plexus.rendezvous.dht import check_dht; "
+    script = ("import asyncio, json; from plexus.profile import load; from plexus.doctor.dht import check_dht; "
               "print(json.dumps([[c.name, c.status, c.detail] for c in asyncio.run(check_dht(load('bob-dht')))]))")
     done = site_run("a", [sys.executable, "-c", script], timeout=30)
     assert done.returncode == 0, done.stderr
@@ -94,8 +94,8 @@ import asyncio, sys, time
 from plexus.profile import load
 from plexus.rendezvous.auth import SmimeAuthenticator
 from plexus.rendezvous.dht import value_id
-from plexus.rendezvous.dht_identity import key_text, load_own, peer_certificate
-from plexus.rendezvous.dht_node import DhtNode
+from plexus.rendezvous.dht.identity import key_text, load_own, peer_certificate
+from plexus.rendezvous.dht.node import DhtNode
 from plexus.rendezvous.offer import Offer
 
 async def main():
@@ -158,8 +158,8 @@ REPUTTER = """
 import asyncio, os, sys, time
 from plexus.profile import load
 from plexus.rendezvous.dht import value_id
-from plexus.rendezvous.dht_identity import key_text, peer_certificate
-from plexus.rendezvous.dht_node import DhtNode
+from plexus.rendezvous.dht.identity import key_text, peer_certificate
+from plexus.rendezvous.dht.node import DhtNode
 
 async def main():
     profile = load("bob-dht-replay")  # site c: a bystander; bob's key is derivable from his certificate

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from dht_support import LOOPBACK, Recorder, free_udp_port, identity, profile
 
+from plexus.doctor.dht import check_dht
 from plexus.errors import RendezvousError
 from plexus.profile.model import Endpoint, Profile
 from plexus.rendezvous.auth import SmimeAuthenticator
 from plexus.rendezvous.base import Agreement, LocalOffer
-from plexus.rendezvous.dht import DhtCarrier, check_dht, open_dht_exchange, value_id
-from plexus.rendezvous.dht_identity import key_text, load_own
-from plexus.rendezvous.dht_node import DhtNode, Received
+from plexus.rendezvous.dht import DhtCarrier, open_dht_exchange, value_id
+from plexus.rendezvous.dht.identity import key_text, load_own
+from plexus.rendezvous.dht.node import DhtNode, Received
 from plexus.rendezvous.exchange import OfferExchange
 from plexus.rendezvous.offer import Offer
 
@@ -182,7 +183,7 @@ async def test_bootstrap_node_restarted_while_the_acceptor_waits(tmp_path: Path)
 
 async def test_publish_without_any_dht_node_fails_with_one_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import plexus.rendezvous.dht as dht
+    import plexus.rendezvous.dht.carrier as dht
 
     monkeypatch.setattr(dht, "PUT_TIMEOUT", 1.0)
     dead = Endpoint(LOOPBACK, free_udp_port())

@@ -23,8 +23,8 @@ from plexus.profile.model import Authentication, Endpoint
 from plexus.rendezvous import smime
 from plexus.rendezvous.auth import MAX_DOCUMENT_BYTES
 from plexus.rendezvous.dht import DhtCarrier, open_dht_exchange, value_id, value_time
-from plexus.rendezvous.dht_identity import IdentityFiles, generate, identity_files, key_text, load_own
-from plexus.rendezvous.dht_node import VALUE_TYPE, Received
+from plexus.rendezvous.dht.identity import IdentityFiles, generate, identity_files, key_text, load_own
+from plexus.rendezvous.dht.node import VALUE_TYPE, Received
 
 BOOTSTRAP = [Endpoint("127.0.0.1", 4222)]
 REPO = Path(__file__).resolve().parents[1]

@@ -9,59 +9,19 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import OTHER, PRIMARY
 
 from plexus.errors import NatError
-from plexus.nat import discover, full_report, message
+from plexus.nat import discover, full_report
 from plexus.profile.model import Endpoint, Stun
 from plexus.udp import UdpPort
-
-PRIMARY = ("127.0.0.1", 13578)
-OTHER = ("127.0.0.2", 13579)
-
-
-def _answers(server: tuple[str, int]) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.1)
-        probe.sendto(bytes(message.binding_request()), server)
-        try:
-            return bool(probe.recv(2048))
-        except OSError:
-            return False
-
-
-@pytest.fixture(scope="module")
-def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    if shutil.which("turnserver") is None:
-        pytest.fail("turnserver not found: apt-get install coturn")
-    state = tmp_path_factory.mktemp("coturn")
-    argv = ["turnserver", "-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "-L", PRIMARY[0], "-L", OTHER[0],
-            "-p", str(PRIMARY[1]), "--alt-listening-port", str(OTHER[1]), "--no-auth", "--simple-log",
-            "--log-file", str(state / "turn.log"), "--pidfile", str(state / "turn.pid"),
-            "--userdb", str(state / "turndb.sqlite")]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 5
-        while not (_answers(PRIMARY) and _answers(OTHER)):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"coturn did not answer on {PRIMARY} and {OTHER}; see {state / 'turn.log'}")
-            time.sleep(0.05)
-        yield PRIMARY
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(3)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait(3)
 
 
 def stun_for(*servers: tuple[str, int], timeout: float = 1.0) -> Stun:

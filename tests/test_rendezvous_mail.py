@@ -19,7 +19,7 @@ from test_rendezvous_support import User, make_profile
 from plexus.lab import profiles as lab_profiles
 from plexus.lab.system import in_netns
 from plexus.rendezvous.auth import authenticator_for
-from plexus.rendezvous.mail import compose
+from plexus.rendezvous.email.mail import compose
 from plexus.rendezvous.offer import Offer
 
 PROBE = ["python3", "-m", "plexus.rendezvous.probe"]

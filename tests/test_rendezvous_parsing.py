@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plexus.rendezvous.inbox import _fetched, _search_uids
-from plexus.rendezvous.mail import (
+from plexus.rendezvous.email.inbox import _fetched, _search_uids
+from plexus.rendezvous.email.mail import (
     OFFER_HEADER,
     RECIPIENT_HEADER,
     compose,

@@ -20,8 +20,8 @@ from test_rendezvous_support import make_profile
 
 from plexus.errors import RendezvousError
 from plexus.profile.model import EmailRendezvous, ImapServer, MailServer, Peer, SecretRef
-from plexus.rendezvous.email_carrier import EmailCarrier
-from plexus.rendezvous.mail import TransientMailError, is_transient
+from plexus.rendezvous.email.carrier import EmailCarrier
+from plexus.rendezvous.email.mail import TransientMailError, is_transient
 
 BOB = Peer("bob", "bob@plexus.test")
 

@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from plexus.errors import RendezvousError
 from plexus.profile.model import EmailRendezvous, ImapServer, MailServer, SecretRef
-from plexus.rendezvous import inbox as inbox_module
-from plexus.rendezvous.inbox import Inbox
+from plexus.rendezvous.email import inbox as inbox_module
+from plexus.rendezvous.email.inbox import Inbox
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ from test_rendezvous_support import User, make_profile
 from test_up_e2e import events, launched, up, wait_event
 
 from plexus.rendezvous.auth import authenticator_for
-from plexus.rendezvous.mail import compose
+from plexus.rendezvous.email.mail import compose
 from plexus.rendezvous.offer import Offer
 
 

@@ -5,7 +5,7 @@ run) in the server namespace, so that the sites' DHT profiles never reach for a 
     lab.write_profile("b", "alice-dht", **dht_profile_overrides())
     stop_bootstrap(lab)
 
-The node process is ``plexus/rendezvous/dht_worker.py --serve`` (it prints a "ready" line once bound), a
+The node process is ``plexus/rendezvous/dht/worker.py --serve`` (it prints a "ready" line once bound), a
 normal node (not opendht's bootstrap mode): it stores values and keeps listens, so sites behind NATs that
 cannot reach each other directly still meet through it.
 Debian's ``dhtnode`` (bookworm: 2.4) would work too, but needs a package the wheel already makes unnecessary.
@@ -17,7 +17,7 @@ from typing import Any
 
 from plexus.lab import daemons
 from plexus.lab.topology import STUN_PRIMARY
-from plexus.rendezvous.dht_node import worker_argv
+from plexus.rendezvous.dht.node import worker_argv
 
 BOOTSTRAP_HOST = STUN_PRIMARY[0]  # srv's first address; coturn uses 3478/3479 there, UDP 4222 is free
 BOOTSTRAP_PORT = 4222  # opendht's usual port

@@ -19,7 +19,7 @@ def open_exchange(profile: Profile, *, trace: Trace | None = None) -> OfferExcha
     """The exchange for the profile's rendezvous (email, else DHT). Use it as ``async with open_exchange(p) as x``.
     ``trace(direction, offer)`` is called for every offer sent and every verified offer received."""
     if profile.rendezvous.email is not None:
-        from plexus.rendezvous.email_carrier import EmailCarrier
+        from plexus.rendezvous.email.carrier import EmailCarrier
 
         return OfferExchange(profile, EmailCarrier(profile), trace=trace)
     if profile.rendezvous.dht is not None:

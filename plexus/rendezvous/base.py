@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from plexus.errors import RendezvousError
 from plexus.profile.model import Peer, Role
+
+if TYPE_CHECKING:
+    from plexus.nat.mapping import Mapping
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class LocalOffer:
     """Our side of an offer, as the pipeline knows it before the exchange."""
 
     endpoint: tuple[str, int]  # our outer (public) endpoint, from STUN
-    nat: str  # our mapping behaviour, e.g. "endpoint-independent" (plexus.nat names)
+    nat: Mapping  # our mapping behaviour, e.g. "endpoint-independent"
     exports: dict[str, str] = field(default_factory=dict)  # public values of our payload (e.g. a WG public key)
 
 

@@ -243,7 +243,7 @@ class OfferExchange:
 
 if TYPE_CHECKING:  # mypy checks that OfferExchange is an Exchange and EmailCarrier a Carrier
     from plexus.rendezvous.base import Exchange
-    from plexus.rendezvous.email_carrier import EmailCarrier
+    from plexus.rendezvous.email.carrier import EmailCarrier
 
     def _conforms(exchange: OfferExchange, carrier: EmailCarrier) -> tuple[Exchange, Carrier]:
         return exchange, carrier

@@ -22,9 +22,9 @@ from typing import Any
 
 from plexus.errors import PlexusError
 from plexus.rendezvous.base import Agreement, Invite, LocalOffer, PeerRefused
-from plexus.rendezvous.email_carrier import EmailCarrier
+from plexus.rendezvous.email.carrier import EmailCarrier
+from plexus.rendezvous.email.inbox import FAST_INTERVAL
 from plexus.rendezvous.exchange import OfferExchange
-from plexus.rendezvous.inbox import FAST_INTERVAL
 from plexus.rendezvous.offer import Offer
 
 

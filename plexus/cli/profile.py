@@ -1,4 +1,5 @@
-"""The profile commands of the CLI: validate, render, list, schema, init. Thin: the work is in the library."""
+"""The profile commands of the CLI: validate, list, schema (render and init have modules of their own). Thin: the
+work is in the library."""
 
 from __future__ import annotations
 
@@ -134,15 +135,3 @@ def run_schema(args: argparse.Namespace) -> int:
 
     sys.stdout.write(schema_path().read_text())
     return 0
-
-
-def run_render(args: argparse.Namespace) -> int:
-    from plexus.profile.dryrun import run_render as render
-
-    return render(args)
-
-
-def run_init(args: argparse.Namespace) -> int:
-    from plexus.profile.starter import run_init as init
-
-    return init(args)

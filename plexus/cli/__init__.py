@@ -1,5 +1,6 @@
-"""The `plexus` command: a thin layer over the library. Each subcommand's handler lives with its stage and is
-imported only when that subcommand runs, so that startup stays fast.
+"""The `plexus` command: a thin layer over the library. Every piece of command-line code (argument parsing, the
+live view, printing, signals) lives in this package, one module per command, and a command's module is imported
+only when that command runs, so that startup stays fast.
 
 A handler is ``run(args: argparse.Namespace) -> int``. PlexusError becomes one line on stderr and its exit code;
 no input ever produces a traceback (use -v to see one for a bug).
@@ -17,16 +18,16 @@ from plexus import __version__
 
 # subcommand -> "module:function"
 HANDLERS = {
-    "validate": "plexus.profile.commands:run_validate",
-    "render": "plexus.profile.commands:run_render",
-    "list": "plexus.profile.commands:run_list",
-    "schema": "plexus.profile.commands:run_schema",
-    "init": "plexus.profile.commands:run_init",
-    "nat": "plexus.nat.report:run_nat",
-    "doctor": "plexus.doctor:run_doctor",
-    "up": "plexus.session:run_up",
-    "keygen": "plexus.rendezvous.dht:run_keygen",
-    "lab": "plexus.lab.commands:run_lab",
+    "validate": "plexus.cli.profile:run_validate",
+    "render": "plexus.cli.render:run_render",
+    "list": "plexus.cli.profile:run_list",
+    "schema": "plexus.cli.profile:run_schema",
+    "init": "plexus.cli.init:run_init",
+    "nat": "plexus.cli.nat:run_nat",
+    "doctor": "plexus.cli.doctor:run_doctor",
+    "up": "plexus.cli.up:run_up",
+    "keygen": "plexus.cli.keygen:run_keygen",
+    "lab": "plexus.cli.lab:run_lab",
 }
 
 

@@ -1,8 +1,8 @@
 """``plexus.rendezvous.probe`` over the DHT: run one side of a rendezvous and print JSON lines (for tests,
 benchmarks and debugging):
 
-    python3 -m plexus.rendezvous.dht_probe PROFILE --accept [--count N]
-    python3 -m plexus.rendezvous.dht_probe PROFILE --invite PEER [--count N] [--gap MIN MAX]
+    python3 -m plexus.rendezvous.dht.probe PROFILE --accept [--count N]
+    python3 -m plexus.rendezvous.dht.probe PROFILE --invite PEER [--count N] [--gap MIN MAX]
 
 Events as in ``plexus.rendezvous.probe`` (ready, sent, received, agreement, refused, error); ``ready`` comes
 once our DHT node runs and listens, with ``bootstrap``: whether a bootstrap node answers a ping (2 s).
@@ -38,7 +38,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m plexus.rendezvous.dht_probe",
+    parser = argparse.ArgumentParser(prog="python3 -m plexus.rendezvous.dht.probe",
                                      description="one side of a DHT rendezvous, as JSON lines")
     parser.add_argument("profile")
     role = parser.add_mutually_exclusive_group(required=True)

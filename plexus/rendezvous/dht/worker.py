@@ -1,4 +1,4 @@
-"""One OpenDHT node in a process of its own, driven by JSON lines on stdin/stdout (``plexus.rendezvous.dht_node``
+"""One OpenDHT node in a process of its own, driven by JSON lines on stdin/stdout (``plexus.rendezvous.dht.node``
 is the other end). Standard library and ``opendht`` only, so it runs by path without plexus on sys.path.
 
 Why a process: the opendht 4.x binding's ``DhtRunner.join()`` holds the GIL while it waits for the DHT thread,

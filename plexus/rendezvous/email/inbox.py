@@ -26,7 +26,7 @@ import aioimaplib
 from plexus.errors import RendezvousError
 from plexus.profile.model import EmailRendezvous
 from plexus.rendezvous.base import Document
-from plexus.rendezvous.mail import (
+from plexus.rendezvous.email.mail import (
     MAX_MAIL_BYTES,
     OFFER_HEADER,
     RECIPIENT_HEADER,
@@ -80,6 +80,7 @@ class Inbox:
         self._scanned_to = 1  # becomes _next_uid once the collected mails are deleted (else: seen again)
         self._uidvalidity: int | None = None
         self.idle = False  # the server offers IDLE and the profile allows it
+        self.idle_offered = False
         self.uidplus = False
 
     def expect_reply(self, within: float) -> None:
@@ -109,7 +110,8 @@ class Inbox:
         uidvalidity = _number(rb"UIDVALIDITY (\d+)", response.lines)
         if uidvalidity != self._uidvalidity:  # a new (or recreated) folder: look at all of its plexus mail
             self._uidvalidity, self._next_uid, self._scanned_to = uidvalidity, 1, 1
-        self.idle = server.idle and client.has_capability("IDLE")
+        self.idle_offered = client.has_capability("IDLE")
+        self.idle = server.idle and self.idle_offered
         self.uidplus = client.has_capability("UIDPLUS")
 
     async def _login_and_select(self, client: aioimaplib.IMAP4) -> aioimaplib.Response:

@@ -54,7 +54,7 @@ class LiveView:
         table.add_column(style="bold")
         table.add_column()
         table.add_column(justify="right", style="dim")
-        order = {name: i for i, name in enumerate(PHASES)}
+        order: dict[str, int] = {name: i for i, name in enumerate(PHASES)}
         for (peer, name), row in sorted(self.rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
             label = f"{name} [{peer}]" if peer else name
             if row["status"] == "start":

@@ -161,10 +161,10 @@ def _send_failure(config: EmailRendezvous, message: EmailMessage, error: BaseExc
             return RendezvousError(f"{describe_failure(server, 'SMTP', error)} (recipient {message['To']})",
                                    hint="check peers[].address")
     cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLError) else error
-    return failure(server, "SMTP", cause, _hint(cause))
+    return failure(server, "SMTP", cause, tls_hint(cause))
 
 
-def _hint(error: BaseException) -> str:
+def tls_hint(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(error):
         return "set rendezvous.email.ca to the CA file that signs the server's certificate"
     return "check the host, port and tls mode in the profile, and that the server is up"

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from plexus.errors import ProfileError, RendezvousError
 from plexus.profile.model import Peer, Profile
 from plexus.rendezvous.base import Document
-from plexus.rendezvous.inbox import FAST_INTERVAL, Inbox
-from plexus.rendezvous.mail import SMTP_TIMEOUT, TransientMailError, compose, send_mail, tls_context
+from plexus.rendezvous.email.inbox import FAST_INTERVAL, Inbox
+from plexus.rendezvous.email.mail import SMTP_TIMEOUT, TransientMailError, compose, send_mail, tls_context
 
 log = logging.getLogger("plexus.rendezvous")
 

@@ -24,7 +24,6 @@ the rule that a peer's invite must be newer than its last one (``freshness``; do
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import hashlib
@@ -35,17 +34,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from plexus.errors import PlexusError, ProfileError, RendezvousError
+from plexus.errors import ProfileError, RendezvousError
 from plexus.profile.model import DhtRendezvous, Peer, Profile
 from plexus.rendezvous.auth import MAX_DOCUMENT_BYTES, SmimeAuthenticator
 from plexus.rendezvous.base import Document
-from plexus.rendezvous.dht_identity import identity_files, key_text, load_own, peer_certificate
-from plexus.rendezvous.dht_node import VALUE_TYPE, DhtNode, Received
+from plexus.rendezvous.dht.identity import key_text, load_own, peer_certificate
+from plexus.rendezvous.dht.node import VALUE_TYPE, DhtNode, Received
 from plexus.rendezvous.exchange import OfferExchange, Trace
-from plexus.rendezvous.smime import SmimeError, fingerprint, load_certificates
-
-if TYPE_CHECKING:
-    from plexus.doctor import Check
+from plexus.rendezvous.smime import SmimeError, load_certificates
 
 log = logging.getLogger("plexus.rendezvous")
 
@@ -69,7 +65,7 @@ def value_time(identifier: int) -> float:
     return (identifier >> 20) / 1000
 
 
-def _settings(profile: Profile) -> DhtRendezvous:
+def dht_settings(profile: Profile) -> DhtRendezvous:
     if profile.rendezvous.dht is None:
         raise ProfileError("rendezvous: no dht settings", hint="add rendezvous.dht")
     return profile.rendezvous.dht
@@ -79,7 +75,7 @@ class DhtCarrier:
     """Implements ``plexus.rendezvous.base.Carrier`` over an OpenDHT node of our own."""
 
     def __init__(self, profile: Profile, *, bind: str = "") -> None:
-        settings = _settings(profile)
+        settings = dht_settings(profile)
         self._own_key = key_text(load_own(profile).certificate, settings.app)
         self._accepting = profile.role == "accept"
         self._linger = min(LINGER_SLACK, profile.rendezvous.max_age)
@@ -260,79 +256,6 @@ def open_dht_exchange(profile: Profile, *, trace: Trace | None = None, bind: str
     carrier = DhtCarrier(profile, bind=bind)  # checks every peer's certificate first
     authenticator = SmimeAuthenticator(load_own(profile), profile.peers, authorities)
     return OfferExchange(profile, carrier, authenticator, trace=trace)
-
-
-# -- doctor ----------------------------------------------------------------------------------------------------
-
-async def check_dht(profile: Profile, timeout: float = 3.0) -> list[Check]:
-    """doctor: our identity and the peers' certificates load, the node starts, each bootstrap node answers."""
-    from plexus.doctor import Check
-
-    settings = _settings(profile)
-    checks: list[Check] = []
-    try:
-        DhtCarrier(profile)
-        checks.append(Check("DHT identity", "ok", f"{identity_files(profile).certificate}, "
-                            f"{len(profile.peers)} peer certificate(s)"))
-    except PlexusError as error:
-        checks.append(Check("DHT identity", "fail", error.message, error.hint))
-    node = DhtNode(port=settings.port, network=settings.network, bootstrap=settings.bootstrap)
-    try:
-        await node.start()
-    except PlexusError as error:
-        return [*checks, Check("DHT node", "fail", error.message, error.hint)]
-    try:
-        checks.append(Check("DHT node", "ok", f"listening on UDP port {node.bound_port}, network {settings.network}"))
-        results = await asyncio.gather(*(node.reached(endpoint, timeout) for endpoint in settings.bootstrap))
-        for endpoint, reached in zip(settings.bootstrap, results, strict=True):
-            checks.append(Check(f"DHT bootstrap {endpoint}", "ok", "answered") if reached else
-                          Check(f"DHT bootstrap {endpoint}", "fail", f"no answer within {timeout:g} s",
-                                "is the node running and UDP open? fix rendezvous.dht.bootstrap"))
-    finally:
-        await node.close()
-    return checks
-
-
-# -- plexus keygen ---------------------------------------------------------------------------------------------
-
-def _load_for_keygen(name: str) -> Profile:
-    """The profile, even while the identity files it names do not exist yet (keygen is what creates them)."""
-    from plexus.profile import find_profile, load
-
-    try:
-        return load(name)
-    except ProfileError as error:
-        problems = getattr(error, "problems", None) or []
-        ours = {"rendezvous.smime.certificate", "rendezvous.smime.key"}
-        if not problems or any(problem.field not in ours for problem in problems):
-            raise
-    from plexus.profile.build import build_profile
-    from plexus.profile.document import load_document
-
-    return build_profile(load_document(find_profile(name)), ())
-
-
-def run_keygen(args: argparse.Namespace) -> int:
-    from plexus.rendezvous.dht_identity import generate
-
-    profile = _load_for_keygen(args.profile)
-    files = identity_files(profile)
-    present = files.exist()
-    if all(present) and not args.force:
-        certificate = load_own(profile).certificate
-        print(f"{files.certificate}: the identity of {profile.host.id!r} exists already "
-              f"(fingerprint {fingerprint(certificate).hex()}); --force replaces it")
-        return 0
-    if any(present) and not args.force:
-        existing = files.certificate if present[0] else files.key
-        raise ProfileError(f"{existing} exists but its {'key' if present[0] else 'certificate'} does not",
-                           hint="plexus keygen --force PROFILE makes a new pair")
-    certificate = generate(files, profile.host.id, profile.host.address)
-    print(f"wrote {files.key} (private, mode 0600) and {files.certificate}")
-    print(f"fingerprint {fingerprint(certificate).hex()}")
-    print(f"give {files.certificate} to your peers: their profiles name it as peers[].certificate "
-          f"(id {profile.host.id!r})")
-    return 0
 
 
 if TYPE_CHECKING:  # mypy checks that DhtCarrier is a Carrier

@@ -27,7 +27,7 @@ log = logging.getLogger("plexus.rendezvous")
 VALUE_TYPE = "plexus/1"  # opendht Value.user_type of our values; anything else on our key is foreign
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
-WORKER = Path(__file__).with_name("dht_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 
 
 @dataclass(frozen=True)
