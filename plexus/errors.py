@@ -54,3 +54,10 @@ class LabError(PlexusError):
     """The network lab could not be built, used or removed."""
 
     exit_code = 7
+
+
+def one_line(value: object) -> str:
+    """An error (or any value) as one line for a message: whitespace runs, newlines included, become one space;
+    an empty text becomes the type's name (``TimeoutError``)."""
+    text = " ".join(str(value).split())
+    return text or type(value).__name__

@@ -53,7 +53,7 @@ class UdpPort:
             from plexus.errors import NatError
 
             raise NatError(f"cannot bind UDP {endpoint}: {error.strerror}",
-                           hint="choose another stun.bind port or free this one") from None
+                           hint="choose another stun.bind port or free this one") from error
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(port), sock=sock)

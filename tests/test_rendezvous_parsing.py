@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plexus.rendezvous.email.inbox import _fetched, _search_uids
+from plexus.rendezvous.email.imap import fetched_messages, search_uids
 from plexus.rendezvous.email.mail import (
     OFFER_HEADER,
     RECIPIENT_HEADER,
@@ -14,19 +14,19 @@ from plexus.rendezvous.email.mail import (
 )
 
 
-def test_search_uids() -> None:
-    assert _search_uids([b"3 7 12", b"Search completed (0.001 + 0.000 secs)."]) == [3, 7, 12]
-    assert _search_uids([b"SEARCH 4", b"Search completed."]) == [4]
-    assert _search_uids([b"Search completed (0.001 + 0.000 secs)."]) == []
-    assert _search_uids([b"", b"Search completed."]) == []
+def testsearch_uids() -> None:
+    assert search_uids([b"3 7 12", b"Search completed (0.001 + 0.000 secs)."]) == [3, 7, 12]
+    assert search_uids([b"SEARCH 4", b"Search completed."]) == [4]
+    assert search_uids([b"Search completed (0.001 + 0.000 secs)."]) == []
+    assert search_uids([b"", b"Search completed."]) == []
 
 
 def test_fetched_messages_with_literals() -> None:
     lines = [b"1 FETCH (UID 5 RFC822.SIZE 20 BODY[]<0> {20}", bytearray(b"Subject: a\r\n\r\nbody a"), b")",
              b"2 FETCH (RFC822.SIZE 300000 BODY[]<0> {8}", bytearray(b"headers!"), b" UID 9)",
              b"Fetch completed (0.001 + 0.000 secs)."]
-    assert _fetched(lines) == [(5, 20, b"Subject: a\r\n\r\nbody a"), (9, 300000, b"headers!")]
-    assert _fetched([b"Fetch completed."]) == []
+    assert fetched_messages(lines) == [(5, 20, b"Subject: a\r\n\r\nbody a"), (9, 300000, b"headers!")]
+    assert fetched_messages([b"Fetch completed."]) == []
 
 
 @pytest.mark.parametrize("media_type", ["application/json",

@@ -51,7 +51,7 @@ def run_init(args: argparse.Namespace) -> int:
     except ProfileError:
         raise
     except Exception as error:  # LaunchError: unknown template
-        raise ProfileError(f"--template {template}: {error}") from None
+        raise ProfileError(f"--template {template}: {error}") from error
     side = 0 if role == "initiate" else 1
     values = {need: KNOWN_VARS[need][side] if need in KNOWN_VARS else ask(f"template var {need}", "CHANGE-ME")
               for need in needs}

@@ -134,5 +134,5 @@ def _exec(args: argparse.Namespace) -> int:
     try:
         os.execvpe(command[0], command, lab.env(args.site))
     except OSError as error:
-        raise LabError(f"cannot run {argv[0]}: {error.strerror}") from None
+        raise LabError(f"cannot run {argv[0]}: {error.strerror}") from error
     return 127  # not reached

@@ -55,7 +55,7 @@ def _endpoint(option: str, text: str, default_port: int, *, numeric: bool = Fals
     try:
         endpoint = Endpoint.parse(text, default_port=default_port)
     except ValueError as error:
-        raise NatError(f"{option}: {error}", hint=hint) from None
+        raise NatError(f"{option}: {error}", hint=hint) from error
     if numeric:
         try:
             ipaddress.ip_address(endpoint.host)  # never resolve a name here: bind takes a local address

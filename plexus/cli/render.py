@@ -38,7 +38,7 @@ def run_render(args: argparse.Namespace) -> int:
     try:
         peer_endpoint = Endpoint.parse(args.peer)
     except ValueError as error:
-        raise ProfileError(f"--peer: {error}", hint="e.g. --peer 198.18.0.2:40001") from None
+        raise ProfileError(f"--peer: {error}", hint="e.g. --peer 198.18.0.2:40001") from error
     peer_values = _peer_values(args.as_peer_values)
     bind = profile.stun.bind
     port = bind.port or ASSUMED_PORT

@@ -14,8 +14,3 @@ class Check:
     status: Status
     detail: str
     fix: str | None = None
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).replace("\n", " ").strip()
-    return text or type(error).__name__

@@ -9,8 +9,8 @@ import ssl
 
 import aiosmtplib
 
-from plexus.doctor.check import Check, one_line
-from plexus.errors import PlexusError
+from plexus.doctor.check import Check
+from plexus.errors import PlexusError, one_line
 from plexus.profile.model import EmailRendezvous
 
 NETWORK_TIMEOUT = 10.0

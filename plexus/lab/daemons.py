@@ -50,7 +50,7 @@ def start(state: LabState, namespace: str, label: str, argv: Sequence[str], *, p
                                        start_new_session=True,
                                        env={**os.environ, **(env or {}), "LAB_STATE": str(state.dir)})
         except OSError as error:
-            raise LabError(f"cannot start {argv[0]}: {error.strerror}") from None
+            raise LabError(f"cannot start {argv[0]}: {error.strerror}") from error
     state.record_pid(label, process.pid)
     return process.pid
 

@@ -73,7 +73,7 @@ class Lab:
         try:
             topology = Topology(lab.name, path_length, {**Topology(lab.name).nat, **(nat or {})})
         except ValueError as error:
-            raise LabError(str(error)) from None
+            raise LabError(str(error)) from error
         lab._config = {"name": lab.name, "path_length": path_length, "nat": dict(topology.nat),
                        "netem": {"loss_pct": loss_pct, "delay_ms": delay_ms}, "complete": False}
         try:

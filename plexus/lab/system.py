@@ -60,7 +60,7 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
         done = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
                               check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise LabError(f"{' '.join(argv[:6])}: {error}") from None
+        raise LabError(f"{' '.join(argv[:6])}: {error}") from error
     if check and done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise LabError(f"{' '.join(argv[:8])} failed: {last}")

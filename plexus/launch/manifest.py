@@ -20,7 +20,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from plexus import resources
-from plexus.errors import LaunchError
+from plexus.errors import LaunchError, one_line
 from plexus.launch import keys as keygen
 from plexus.launch import varkinds
 
@@ -118,10 +118,6 @@ def make_environment(template_dir: Path) -> jinja2.Environment:
     return env
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def user_templates_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "plexus" / "templates"
@@ -182,14 +178,14 @@ def load_template(path: Path) -> Template:
     try:
         raw = yaml.safe_load(manifest.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise LaunchError(f"cannot read {manifest}: {exc.strerror}") from None
+        raise LaunchError(f"cannot read {manifest}: {exc.strerror}") from exc
     except UnicodeDecodeError:
         raise LaunchError(f"{manifest}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{manifest}:{mark.line + 1}:{mark.column + 1}" if mark else str(manifest)
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LaunchError(one_line(f"{where}: {problem}")) from None
+        raise LaunchError(one_line(f"{where}: {problem}")) from exc
     template = _parse(path, manifest, raw)
     _compile_all(template)
     return template
@@ -286,7 +282,7 @@ def _regex(raw: dict[Any, Any], name: str, bad: Any) -> str | None:
     try:
         re.compile(value)
     except re.error as exc:
-        raise bad(name, f"bad regular expression: {exc}") from None
+        raise bad(name, f"bad regular expression: {exc}") from exc
     return value
 
 
@@ -325,11 +321,11 @@ def _compile_all(template: Template) -> None:
         try:
             template.compile(text)
         except jinja2.TemplateSyntaxError as exc:
-            raise LaunchError(one_line(f"{template.path / MANIFEST}: {where}: {exc.message}")) from None
+            raise LaunchError(one_line(f"{template.path / MANIFEST}: {where}: {exc.message}")) from exc
     for spec in template.files:
         try:
             env.get_template(spec.source)
         except jinja2.TemplateSyntaxError as exc:
-            raise LaunchError(one_line(f"{template.path / spec.source}:{exc.lineno}: {exc.message}")) from None
+            raise LaunchError(one_line(f"{template.path / spec.source}:{exc.lineno}: {exc.message}")) from exc
         except UnicodeDecodeError:
             raise LaunchError(f"{template.path / spec.source}: not UTF-8 text") from None

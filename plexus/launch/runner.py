@@ -73,7 +73,7 @@ class PayloadProcess:
                     start_new_session=True)  # our terminal's Ctrl-C reaches it through us, once
             except OSError as error:
                 raise LaunchError(f"cannot start {rendered.argv[0]!r}: {error.strerror}",
-                                  hint=f"install {rendered.argv[0]} or fix the template's argv") from None
+                                  hint=f"install {rendered.argv[0]} or fix the template's argv") from error
         except BaseException:
             self._remove_run_dir()
             raise

@@ -218,9 +218,9 @@ def _render_string(template: Template, text: str, context: dict[str, Any], where
     try:
         return template.compile(text).render(context)
     except jinja2.TemplateError as exc:
-        raise LaunchError(f"{template.path / MANIFEST}: {where}: {_message(exc)}") from None
+        raise LaunchError(f"{template.path / MANIFEST}: {where}: {_message(exc)}") from exc
     except Exception as exc:  # a filter or test failing on a bad value (e.g. int('x'))
-        raise LaunchError(f"{template.path / MANIFEST}: {where}: {type(exc).__name__}: {exc}") from None
+        raise LaunchError(f"{template.path / MANIFEST}: {where}: {type(exc).__name__}: {exc}") from exc
 
 
 def _render_file(template: Template, spec: FileSpec, context: dict[str, Any]) -> str:
@@ -230,11 +230,11 @@ def _render_file(template: Template, spec: FileSpec, context: dict[str, Any]) ->
     except jinja2.TemplateError as exc:
         line = _template_line(exc.__traceback__, str(source))
         where = f"{source}:{line}" if line else str(source)
-        raise LaunchError(f"{where}: {_message(exc)}") from None
+        raise LaunchError(f"{where}: {_message(exc)}") from exc
     except Exception as exc:
         line = _template_line(exc.__traceback__, str(source))
         where = f"{source}:{line}" if line else str(source)
-        raise LaunchError(f"{where}: {type(exc).__name__}: {exc}") from None
+        raise LaunchError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def _message(exc: jinja2.TemplateError) -> str:

@@ -172,7 +172,7 @@ class StunClient:
         try:
             self.port.sendto(data, transaction.destination)
         except (OSError, ValueError) as error:  # e.g. an IPv6 server on an IPv4 socket
-            raise NatError(f"cannot send to STUN server {transaction.label}: {error}") from None
+            raise NatError(f"cannot send to STUN server {transaction.label}: {error}") from error
         transaction.sends += 1
 
     def _on_datagram(self, data: bytes, source: Address) -> bool:
@@ -228,7 +228,7 @@ async def resolve(server: Endpoint, family: socket.AddressFamily, timeout: float
     except (OSError, TimeoutError) as error:
         reason = "timed out" if isinstance(error, TimeoutError) else getattr(error, "strerror", None) or error
         raise NatError(f"STUN server {server}: the name {server.host!r} does not resolve ({reason})",
-                       hint="check stun.servers in the profile, or give --server IP:PORT") from None
+                       hint="check stun.servers in the profile, or give --server IP:PORT") from error
     if not infos:
         raise NatError(f"STUN server {server}: the name {server.host!r} has no address of this family")
     address = infos[0][4]

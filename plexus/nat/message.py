@@ -60,7 +60,7 @@ def decode(data: bytes) -> stun.Message:
     try:
         return stun.parse_message(data)
     except (ValueError, struct.error, IndexError) as error:  # UnicodeDecodeError is a ValueError
-        raise Malformed(str(error) or type(error).__name__) from None
+        raise Malformed(str(error) or type(error).__name__) from error
 
 
 def normalize(address: Address) -> Address:

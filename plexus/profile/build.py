@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from plexus.profile.checks import resolve_path
 from plexus.profile.document import Document
 from plexus.profile.durations import parse_duration
+from plexus.profile.fields import resolve_path
 from plexus.profile.model import (
     Authentication,
     DhtRendezvous,

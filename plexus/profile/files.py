@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from plexus.profile.checks import get, peers, read_small, readable_file, resolve_path, secret_paths
 from plexus.profile.document import Document
+from plexus.profile.fields import get, peers, read_small, readable_file, resolve_path, secret_paths
 from plexus.profile.problems import FieldPath
 
 EXPIRY_WARNING = datetime.timedelta(days=14)

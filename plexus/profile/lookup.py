@@ -29,7 +29,7 @@ def find_profile(name_or_path: str | Path) -> Path:
         if given.exists():
             raise ProfileError(f"{text}: not a file")
     except (OSError, ValueError, RuntimeError) as error:
-        raise ProfileError(f"{text}: {getattr(error, 'strerror', None) or error}") from None
+        raise ProfileError(f"{text}: {getattr(error, 'strerror', None) or error}") from error
     if "/" not in text:
         names = [text] if text.endswith(SUFFIXES) else [text + suffix for suffix in SUFFIXES] + [text]
         for directory in search_dirs():

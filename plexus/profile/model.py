@@ -94,7 +94,7 @@ class SecretRef:
             try:
                 return Path(self.source).read_text().rstrip("\r\n")
             except OSError as error:
-                raise ProfileError(f"secret: cannot read {self.source}: {error.strerror}") from None
+                raise ProfileError(f"secret: cannot read {self.source}: {error.strerror}") from error
         from plexus.profile import secrets  # only here: keeps `import plexus.profile` light for the CLI's startup
 
         return secrets.cached_or_run(self)

@@ -94,7 +94,7 @@ async def run_command(argv: Sequence[str]) -> str:
     try:
         process = await asyncio.create_subprocess_exec(*argv, **_options())
     except OSError as error:
-        raise _not_started(name, error) from None
+        raise _not_started(name, error) from error
     assert process.stdout is not None
     finished = False
     try:
@@ -134,7 +134,7 @@ def run_command_sync(argv: Sequence[str]) -> str:
     try:
         process = subprocess.Popen(list(argv), **_options())
     except OSError as error:
-        raise _not_started(name, error) from None
+        raise _not_started(name, error) from error
     assert process.stdout is not None
     deadline = time.monotonic() + TIMEOUT
     try:

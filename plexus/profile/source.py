@@ -149,7 +149,7 @@ class _Builder:
         try:
             return self.constructor.construct_object(node)
         except (yaml.YAMLError, ValueError, OverflowError) as error:
-            raise _Reject(node, f"cannot read this value: {error}") from None
+            raise _Reject(node, f"cannot read this value: {error}") from error
 
 
 def _mark(path: Path, node: yaml.Node) -> Mark:

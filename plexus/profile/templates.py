@@ -13,8 +13,8 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from plexus.profile.checks import get, peers
 from plexus.profile.document import Document
+from plexus.profile.fields import get, peers
 from plexus.profile.problems import FieldPath
 
 MANIFEST = "template.yaml"

@@ -27,6 +27,6 @@ def open_exchange(profile: Profile, *, trace: Trace | None = None) -> OfferExcha
             from plexus.rendezvous.dht import open_dht_exchange
         except ImportError as error:
             raise ProfileError(f"rendezvous: the DHT carrier is not available ({error})",
-                               hint="pip install 'plexus[dht]', or use rendezvous.email") from None
+                               hint="pip install 'plexus[dht]', or use rendezvous.email") from error
         return open_dht_exchange(profile, trace=trace)
     raise ProfileError("rendezvous: no carrier configured", hint="add rendezvous.email")

@@ -149,7 +149,7 @@ class SmimeAuthenticator(Authenticator):
         try:
             content, signer = smime.unseal(document, self._ours, list(self._pinned.values()))
         except smime.SmimeError as error:
-            raise AuthError(str(error)) from None
+            raise AuthError(str(error)) from error
         return Opened(content, signer)
 
     def vouch(self, opened: Opened, peer: Peer) -> bool:
@@ -195,7 +195,7 @@ def authenticator_for(profile: Profile) -> Authenticator:
                                hint="set peers[].certificate or rendezvous.smime.ca")
         return SmimeAuthenticator(ours, profile.peers, authorities)
     except smime.SmimeError as error:
-        raise ProfileError(f"rendezvous: {error}") from None
+        raise ProfileError(f"rendezvous: {error}") from error
 
 
 def _b64(data: bytes) -> str:

@@ -154,7 +154,7 @@ class OfferExchange:
         try:
             document = self.authenticator.seal(offer.encode(), peer)
         except (AuthError, OfferError) as error:
-            raise RendezvousError(f"cannot send the {offer.kind} to {peer.id!r}: {error}") from None
+            raise RendezvousError(f"cannot send the {offer.kind} to {peer.id!r}: {error}") from error
         await self.carrier.publish(peer, document, self.authenticator.media_type)
         if self._trace:
             self._trace("sent", offer)

@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from plexus.errors import one_line
+
 VERSION = 1
 MAX_OFFER_BYTES = 64 * 1024
 NONCE_BYTES = 32
@@ -81,7 +83,7 @@ class Offer:
             document = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
                                   parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
-            raise OfferError(f"not JSON: {_first_line(error)}") from None
+            raise OfferError(f"not JSON: {one_line(error)}") from error
         if not isinstance(document, dict):
             raise OfferError("not a JSON object")
         return cls._from_document(document)
@@ -129,10 +131,6 @@ class Offer:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

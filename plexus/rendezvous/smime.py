@@ -46,7 +46,7 @@ def load_certificate(path: Path) -> x509.Certificate:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise SmimeError(f"cannot read certificate {path}: {error.strerror}") from None
+        raise SmimeError(f"cannot read certificate {path}: {error.strerror}") from error
     try:
         return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
     except ValueError:
@@ -58,7 +58,7 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(path.read_bytes())
     except OSError as error:
-        raise SmimeError(f"cannot read CA file {path}: {error.strerror}") from None
+        raise SmimeError(f"cannot read CA file {path}: {error.strerror}") from error
     except ValueError:
         raise SmimeError(f"{path} holds no PEM certificate") from None
     return certificates
@@ -70,7 +70,7 @@ def load_identity(certificate: Path, key: Path) -> Identity:
         private = serialization.load_pem_private_key(
             key.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True)  # our own key: skip the 25 ms check
     except OSError as error:
-        raise SmimeError(f"cannot read key {key}: {error.strerror}") from None
+        raise SmimeError(f"cannot read key {key}: {error.strerror}") from error
     except (ValueError, TypeError):
         raise SmimeError(f"{key} is not an unencrypted PEM private key") from None
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
@@ -105,7 +105,7 @@ def unseal(blob: bytes, ours: Identity, known: list[x509.Certificate]) -> tuple[
     except ValueError as error:
         reason = "not encrypted to our certificate" if "recipient" in str(error).lower() else \
             "not a valid S/MIME envelope"
-        raise SmimeError(f"cannot decrypt: {reason}") from None
+        raise SmimeError(f"cannot decrypt: {reason}") from error
     content, signature = _split_signed(signed)
     return content, _verify(content, signature, known)
 
@@ -161,7 +161,7 @@ def _verify(content: bytes, signature: bytes, known: list[x509.Certificate]) -> 
         algorithm = signer_info["signature_algorithm"].signature_algo
         value = signer_info["signature"].native
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise SmimeError(f"malformed signature: {error}") from None
+        raise SmimeError(f"malformed signature: {error}") from error
     _check_signature(certificate, algorithm, _HASHES[digest_name](), value, signed_bytes)
     return certificate
 

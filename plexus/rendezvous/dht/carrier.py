@@ -252,7 +252,7 @@ def open_dht_exchange(profile: Profile, *, trace: Trace | None = None, bind: str
     try:
         authorities = load_certificates(auth.ca) if auth.ca else []
     except SmimeError as error:
-        raise ProfileError(f"rendezvous: {error}") from None
+        raise ProfileError(f"rendezvous: {error}") from error
     carrier = DhtCarrier(profile, bind=bind)  # checks every peer's certificate first
     authenticator = SmimeAuthenticator(load_own(profile), profile.peers, authorities)
     return OfferExchange(profile, carrier, authenticator, trace=trace)

@@ -57,7 +57,7 @@ def load_own(profile: Profile) -> smime.Identity:
     try:
         return smime.load_identity(files.certificate, files.key)
     except smime.SmimeError as error:
-        raise ProfileError(f"rendezvous: {error}") from None
+        raise ProfileError(f"rendezvous: {error}") from error
 
 
 def peer_certificate(peer: Peer) -> x509.Certificate:
@@ -67,7 +67,7 @@ def peer_certificate(peer: Peer) -> x509.Certificate:
     try:
         return smime.load_certificate(peer.certificate)
     except smime.SmimeError as error:
-        raise ProfileError(f"peers: {peer.id!r}: {error}") from None
+        raise ProfileError(f"peers: {peer.id!r}: {error}") from error
 
 
 def key_text(certificate: x509.Certificate, app: str) -> str:

@@ -85,7 +85,7 @@ class DhtNode:
                 *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, limit=1 << 20)
         except OSError as error:
-            raise RendezvousError(f"cannot start the DHT node: {error.strerror}") from None
+            raise RendezvousError(f"cannot start the DHT node: {error.strerror}") from error
         self._reader = asyncio.create_task(self._read(), name="plexus-dht-node")
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
@@ -93,7 +93,7 @@ class DhtNode:
             await self.close()
             if isinstance(error, RendezvousError):
                 raise
-            raise RendezvousError(f"the DHT node did not start within {START_TIMEOUT:g} s") from None
+            raise RendezvousError(f"the DHT node did not start within {START_TIMEOUT:g} s") from error
         self.bound_port = int(ready["port"])
 
     def rebootstrap(self) -> None:

@@ -36,7 +36,7 @@ async def _retrying(what: str, operation: Callable[[float], Awaitable[None]], wi
             left = retry_until - time.monotonic()
             if left <= 0:
                 raise TransientMailError(f"{error.message} (gave up after {attempt} tries in "
-                                         f"{time.monotonic() - started:.1f} s)", hint=error.hint) from None
+                                         f"{time.monotonic() - started:.1f} s)", hint=error.hint) from error
             delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1), left)  # the last try at retry_until
             log.warning("rendezvous: %s failed (%s); trying again in %.2g s", what, error.message, delay)
             await asyncio.sleep(delay)

@@ -16,16 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import aioimaplib
 
-from plexus.errors import RendezvousError
+from plexus.errors import RendezvousError, one_line
 from plexus.profile.model import EmailRendezvous
 from plexus.rendezvous.base import Document
+from plexus.rendezvous.email.imap import fetched_messages, number_in, response_text, search_uids
 from plexus.rendezvous.email.mail import (
     MAX_MAIL_BYTES,
     OFFER_HEADER,
@@ -106,8 +106,9 @@ class Inbox:
             raise
         except (*NETWORK_ERRORS, ConnectionLost) as error:
             await self.close()
-            raise failure(server, "IMAP", error, "check the imap host, port and tls, and rendezvous.email.ca") from None
-        uidvalidity = _number(rb"UIDVALIDITY (\d+)", response.lines)
+            hint = "check the imap host, port and tls, and rendezvous.email.ca"
+            raise failure(server, "IMAP", error, hint) from error
+        uidvalidity = number_in(rb"UIDVALIDITY (\d+)", response.lines)
         if uidvalidity != self._uidvalidity:  # a new (or recreated) folder: look at all of its plexus mail
             self._uidvalidity, self._next_uid, self._scanned_to = uidvalidity, 1, 1
         self.idle_offered = client.has_capability("IDLE")
@@ -127,7 +128,7 @@ class Inbox:
         response = await client.select(self._config.folder)
         if response.result != "OK":
             raise RendezvousError(f"IMAP folder {self._config.folder!r} cannot be selected: "
-                                  f"{_text(response.lines)}", hint="check rendezvous.email.folder")
+                                  f"{response_text(response.lines)}", hint="check rendezvous.email.folder")
         return response
 
     async def _starttls(self, client: aioimaplib.IMAP4) -> None:
@@ -139,7 +140,7 @@ class Inbox:
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
         response = await asyncio.wait_for(protocol.execute(command), COMMAND_TIMEOUT)
         if response.result != "OK":
-            raise RendezvousError(f"IMAP STARTTLS refused: {_text(response.lines)}")
+            raise RendezvousError(f"IMAP STARTTLS refused: {response_text(response.lines)}")
         loop = asyncio.get_running_loop()
         protocol.transport = await loop.start_tls(protocol.transport, protocol, self._context,
                                                   server_hostname=self._config.imap.host)
@@ -181,11 +182,11 @@ class Inbox:
                 now = time.monotonic()
                 failing_since = failing_since if failing_since is not None else now
                 if now - failing_since > GIVE_UP_AFTER:
-                    raise RendezvousError(f"mailbox unreachable for {GIVE_UP_AFTER:.0f} s: {error}") from None
+                    raise RendezvousError(f"mailbox unreachable for {GIVE_UP_AFTER:.0f} s: {error}") from error
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt)
                 attempt += 1
                 log.warning("rendezvous: mailbox connection lost (%s); reconnecting in %.1f s",
-                            _one_line(error), delay)
+                            one_line(error), delay)
                 await asyncio.sleep(delay)
 
     async def _call(self, operation: Awaitable[T]) -> T:
@@ -223,13 +224,13 @@ class Inbox:
         self._collected = []
         response = await self._call(client.uid_search(f"UID {self._next_uid}:*", "HEADER", OFFER_HEADER, '""',
                                                       charset=None))
-        uids = sorted(uid for uid in _search_uids(response.lines) if uid >= self._next_uid)
+        uids = sorted(uid for uid in search_uids(response.lines) if uid >= self._next_uid)
         if not uids:
             return []
         response = await self._call(client.uid("fetch", ",".join(map(str, uids)),
                                                f"(UID RFC822.SIZE BODY.PEEK[]<0.{MAX_MAIL_BYTES}>)"))
         documents = []
-        for uid, size, data in _fetched(response.lines):
+        for uid, size, data in fetched_messages(response.lines):
             if uid not in uids:
                 continue
             ours, document = self._document(uid, size, data)
@@ -247,14 +248,14 @@ class Inbox:
         if recipient != self._our_id:
             log.debug("rendezvous: mail uid %d is for %r, not us; left alone", uid, recipient)
             return False, None
-        origin = f"mail uid {uid} from {_one_line(headers.get('From') or '?')[:80]}"
+        origin = f"mail uid {uid} from {one_line(headers.get('From') or '?')[:80]}"
         if size > MAX_MAIL_BYTES:
             log.warning("rendezvous: dropped %s: %d bytes, larger than %d", origin, size, MAX_MAIL_BYTES)
             return True, None
         try:
             return True, Document(extract_document(data), origin)
         except (ValueError, LookupError) as error:
-            log.warning("rendezvous: dropped %s: %s", origin, _one_line(error))
+            log.warning("rendezvous: dropped %s: %s", origin, one_line(error))
             return True, None
 
     async def _delete_collected(self) -> None:
@@ -314,59 +315,3 @@ class Inbox:
         await self._call(asyncio.wait_for(idle, COMMAND_TIMEOUT))
         while not client.protocol.idle_queue.empty():  # notifications that arrived before DONE
             client.protocol.idle_queue.get_nowait()
-
-
-def _text(lines: list[bytes | bytearray]) -> str:
-    return " ".join(bytes(line).decode(errors="replace") for line in lines if isinstance(line, bytes))[:200]
-
-
-def _one_line(value: object) -> str:
-    text = str(value).replace("\r", " ").replace("\n", " ").strip()
-    return text or type(value).__name__
-
-
-def _number(pattern: bytes, lines: list[bytes | bytearray]) -> int | None:
-    for line in lines:
-        match = re.search(pattern, bytes(line))
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def _search_uids(lines: list[bytes | bytearray]) -> list[int]:
-    """UIDs of a SEARCH response (aioimaplib strips "* SEARCH"; the last line is the tagged status text)."""
-    uids: list[int] = []
-    for line in lines[:-1]:
-        tokens = bytes(line).split()
-        if tokens and tokens[0] == b"SEARCH":
-            tokens = tokens[1:]
-        if tokens and all(token.isdigit() for token in tokens):
-            uids.extend(int(token) for token in tokens)
-    return uids
-
-
-_FETCH_START = re.compile(rb"^\d+ FETCH \(")
-
-
-def _fetched(lines: list[bytes | bytearray]) -> list[tuple[int, int, bytes]]:
-    """(uid, size, body bytes) per message of a UID FETCH response (literals arrive as bytearray lines)."""
-    messages: list[tuple[int, int, bytes]] = []
-    text, body = b"", b""
-
-    def finish() -> None:
-        uid, size = _number(rb"UID (\d+)", [text]), _number(rb"RFC822\.SIZE (\d+)", [text])
-        if uid is not None and size is not None:
-            messages.append((uid, size, body))
-
-    for line in lines:
-        if isinstance(line, bytearray):
-            body = bytes(line)
-        elif _FETCH_START.match(line):
-            if text:
-                finish()
-            text, body = line, b""
-        elif text:
-            text += b" " + line
-    if text:
-        finish()
-    return messages

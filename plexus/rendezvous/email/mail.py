@@ -42,7 +42,7 @@ def tls_context(ca: Path | None) -> ssl.SSLContext:
             context.load_verify_locations(cafile=str(ca))
         except (OSError, ssl.SSLError) as error:
             raise RendezvousError(f"mail CA file {ca} cannot be loaded: {error}",
-                                  hint="fix rendezvous.email.ca") from None
+                                  hint="fix rendezvous.email.ca") from error
     return context
 
 
@@ -146,7 +146,7 @@ async def send_mail(config: EmailRendezvous, password: str, message: EmailMessag
                               password=password, use_tls=server.tls == "implicit",
                               start_tls=server.tls == "starttls", tls_context=context, timeout=timeout)
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
-        raise _send_failure(config, message, error) from None
+        raise _send_failure(config, message, error) from error
 
 
 def _send_failure(config: EmailRendezvous, message: EmailMessage, error: BaseException) -> RendezvousError:
