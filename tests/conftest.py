@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import EXAMPLES
+from support.stun import OTHER, PRIMARY
 
 from plexus.errors import PlexusError
 from plexus.nat import message
@@ -34,7 +36,7 @@ from plexus.nat import message
 LAB_NAME = os.environ.get("PLEXUS_LAB_NAME") or "plexus-test"
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "profiles" / "examples"
+
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLEXUS_STATE_DIR", str(tmp_path / "state"))
 
 
-ROOT_FIXTURES = {"lab", "pair"}  # the network lab; a pair of network namespaces (tests/payload_netns.py)
+ROOT_FIXTURES = {"lab", "pair"}  # the network lab; a pair of network namespaces (tests/support/netns.py)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -234,8 +236,6 @@ def lab_settings(lab: Any) -> Iterator[LabSettings]:
 
 # -- a STUN server on loopback (tests without root) ----------------------------------------------------
 
-PRIMARY = ("127.0.0.1", 13578)
-OTHER = ("127.0.0.2", 13579)
 
 
 def _answers(server: tuple[str, int]) -> bool:
