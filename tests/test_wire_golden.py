@@ -65,8 +65,7 @@ def test_punch_key() -> None:
 
 def test_the_packet_vectors_cover_every_authenticated_kind_and_role() -> None:
     covered = {(packet.kind, packet.from_acceptor) for packet, _, _ in map(punch_packet, PACKETS)}
-    assert covered == {(pk.Kind.HELLO, False), (pk.Kind.HELLO, True), (pk.Kind.ACK, False), (pk.Kind.ACK, True),
-                       (pk.Kind.DONE, True)}
+    assert covered == {(kind, role) for kind in (pk.Kind.HELLO, pk.Kind.ACK, pk.Kind.DONE) for role in (False, True)}
 
 
 @pytest.mark.parametrize("name", PACKETS)

@@ -7,9 +7,10 @@ pick another public port (the "conntrack clash" of a bare Linux NAT). Until it h
 acceptor sends only such opening packets. The initiator sends HELLO at full TTL and answers every acceptor packet
 with ACK; the acceptor answers HELLO with ACK and is complete on the first ACK (the path works both ways). It then
 says so with DONE, and the initiator is complete only on DONE: it never closes its port and launches while the
-acceptor still punches (a half-open handshake). As TCP's TIME-WAIT, the acceptor lingers after completing,
-answering each further ACK with DONE, until the initiator has been quiet for two intervals (the DONEs were lost
-otherwise), then closes the port for its payload.
+acceptor still punches (a half-open handshake). The initiator answers DONE with a DONE of its own ("I have
+yours"), and the acceptor then closes its port for its payload at once; until that arrives it lingers, as TCP's
+TIME-WAIT, answering each further ACK with DONE, and closes after two quiet intervals should that last DONE be
+lost.
 
 Packets that fail authentication, belong to another session, come from our own role, or repeat a counter are
 dropped and counted; they never end the handshake.
@@ -32,6 +33,7 @@ log = logging.getLogger("plexus.punch")
 FINAL_DONES = 3  # copies of the acceptor's DONE when it completes (then it lingers, answering each ACK)
 LINGER_QUIET = 2  # acceptor: intervals without a packet from the initiator before it closes the port
 LINGER_LIMIT = 10  # acceptor: intervals it lingers at most (the payload waits for the port)
+RELEASE_COPIES = 2  # initiator: copies of its DONE ("I have yours"), which let the acceptor close at once
 
 
 @dataclass
@@ -99,6 +101,7 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
     started = time.monotonic()
     heard = asyncio.Event()  # a valid packet from the peer arrived
     complete = asyncio.Event()  # acceptor: an ACK arrived; initiator: a DONE arrived
+    released = asyncio.Event()  # acceptor: the initiator's DONE arrived (it has ours)
     wakeup = asyncio.Event()
     state = _State(peer)
     last_valid = [started]
@@ -129,9 +132,6 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         if packet.counter <= state.last_counter:
             stats.drop("replay")
             return True
-        if packet.kind == pk.Kind.DONE and not packet.from_acceptor:
-            stats.drop("kind")
-            return True
         state.last_counter = packet.counter
         stats.received += 1
         last_valid[0] = time.monotonic()
@@ -139,7 +139,10 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
             log.info("peer answers from %s:%d instead of %s:%d", *addr, *state.peer)
             state.peer = addr
         heard.set()
-        if accepting:
+        if accepting and packet.kind == pk.Kind.DONE:  # the initiator has our DONE: no need to linger
+            complete.set()
+            released.set()
+        elif accepting:
             if packet.kind == pk.Kind.ACK:
                 complete.set()
             # answer at once, so that the peer's timer need not wait for ours
@@ -169,7 +172,10 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         if accepting:
             for _ in range(FINAL_DONES - 1):  # one went out from on_datagram already
                 send(pk.Kind.DONE)
-            await _linger(last_valid, interval)
+            await _linger(last_valid, interval, released)
+        else:
+            for _ in range(RELEASE_COPIES):
+                send(pk.Kind.DONE)  # "I have your DONE": the acceptor may close now instead of lingering
     finally:
         port.remove_listener(on_datagram)
         if opener is not None:
@@ -179,15 +185,17 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
     return PunchResult(state.peer, stats)
 
 
-async def _linger(last_valid: list[float], interval: float) -> None:
+async def _linger(last_valid: list[float], interval: float, released: asyncio.Event) -> None:
     """Acceptor, complete: keep answering (DONE) while the initiator still sends — it has not seen a DONE yet —
-    until it has been quiet for ``LINGER_QUIET`` intervals, at most ``LINGER_LIMIT`` intervals in all."""
+    until it says it has (its DONE), or has been quiet for ``LINGER_QUIET`` intervals (its DONE was lost), at
+    most ``LINGER_LIMIT`` intervals in all."""
     limit = time.monotonic() + LINGER_LIMIT * interval
-    while (now := time.monotonic()) < limit:
+    while not released.is_set() and (now := time.monotonic()) < limit:
         quiet_until = last_valid[0] + LINGER_QUIET * interval
         if now >= quiet_until:
             return
-        await asyncio.sleep(min(quiet_until, limit) - now)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), min(quiet_until, limit) - now)
 
 
 def _failure(peer: Address, timeout: float, stats: PunchStats) -> tuple[str, str]:

@@ -31,7 +31,7 @@ class Kind(enum.IntEnum):
     OPEN = 0x01  # TTL-limited opening packet, unauthenticated, ignored by the receiver
     HELLO = 0x02  # "here I am"
     ACK = 0x03  # "I have received a valid packet from you"
-    DONE = 0x04  # acceptor only: "I have your ACK: my side is complete" (the initiator may close and launch)
+    DONE = 0x04  # acceptor: "I have your ACK: my side is complete"; initiator: "I have your DONE"
 
 
 @dataclass(frozen=True)

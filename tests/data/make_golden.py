@@ -64,7 +64,8 @@ PACKETS: dict[str, tuple[str, bool, int]] = {
     "hello-acceptor": ("HELLO", True, 1),
     "ack-initiator": ("ACK", False, 2),
     "ack-acceptor": ("ACK", True, 2),
-    "done-acceptor": ("DONE", True, 3),  # only the acceptor sends DONE
+    "done-acceptor": ("DONE", True, 3),  # the acceptor: "I have your ACK"
+    "done-initiator": ("DONE", False, 3),  # the initiator: "I have your DONE"
 }
 
 # RFC 7748 §6.1: an outside check of the X25519 step

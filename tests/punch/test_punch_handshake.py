@@ -150,16 +150,16 @@ class LossyPath:
         self.to_initiator.close(), self.to_acceptor.close()
 
 
-async def through(path: LossyPath, timeout: float = 3.0) -> tuple[Any, Any]:
+async def through(path: LossyPath, timeout: float = 3.0, interval: float = 0.02) -> tuple[Any, Any]:
     acceptor, initiator = await pair()
     await path.start(initiator.local, acceptor.local)
     secret, sid = os.urandom(32), os.urandom(8)
     try:
         return tuple(await asyncio.gather(  # type: ignore[return-value]
             handshake(acceptor, path.to_acceptor.local, secret, sid, accepting=True, hops=64, timeout=timeout,
-                      interval=0.02),
+                      interval=interval),
             handshake(initiator, path.to_initiator.local, secret, sid, accepting=False, hops=64, timeout=timeout,
-                      interval=0.02),
+                      interval=interval),
             return_exceptions=True))
     finally:
         acceptor.close(), initiator.close(), path.close()
@@ -188,3 +188,17 @@ async def test_the_initiator_never_completes_without_the_acceptors_confirmation(
     accepted, initiated = await through(path, timeout=1.0)
     assert not isinstance(accepted, BaseException), accepted
     assert isinstance(initiated, PunchError) and "heard, then fell silent" in str(initiated)
+
+
+@pytest.mark.parametrize("lost", [False, True])
+async def test_the_initiators_done_lets_the_acceptor_close_without_lingering(lost: bool) -> None:
+    """With a 0.5 s interval the linger would last two quiet intervals (1 s): the initiator's DONE ends it at once;
+    when that DONE is lost, the acceptor still closes, after the quiet intervals."""
+    path = LossyPath(lambda direction, kind, index: lost and direction == "i>a" and kind == pk.Kind.DONE)
+    accepted, initiated = await through(path, timeout=5.0, interval=0.5)
+    assert not isinstance(accepted, BaseException) and not isinstance(initiated, BaseException)
+    assert path.seen[("i>a", pk.Kind.DONE)] >= 1
+    if lost:
+        assert accepted.stats.duration >= 1.0
+    else:
+        assert accepted.stats.duration < 0.5
