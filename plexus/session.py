@@ -20,9 +20,10 @@ from plexus.errors import NatError, PlexusError, ProfileError, RendezvousError
 from plexus.events import Event, Reporter, discard, phase
 from plexus.launch.runner import run_payload
 from plexus.launch.template import Prepared, SessionContext, Template, find_template, prepare
-from plexus.nat import Mapping, discover, punchable, refusal_for_peer
+from plexus.nat import Mapping, discover, punchable
 from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
+from plexus.punch.paths import NO_PATH, direct_plan
 from plexus.punch.target import unusable_target
 from plexus.rendezvous import OfferExchange, open_exchange
 from plexus.rendezvous.base import Agreement, Carrier, Exchange, Invite, LocalOffer, PeerRefused
@@ -61,7 +62,7 @@ async def _discover(profile: Profile, port: UdpPort, report: Reporter,
 
 
 async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreement, report: Reporter,
-                            opener: Opener | None = None) -> int:
+                            opener: Opener | None = None, *, lead: bool = False) -> int:
     peer_id = agreement.peer.id
     accepting = agreement.role == "accept"
     timeout = _punch_window(profile, accepting)
@@ -71,7 +72,7 @@ async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreemen
             punched = await handshake(
                 local.port, agreement.peer_endpoint, agreement.secret, agreement.session_id, accepting=accepting,
                 hops=profile.punch.hops, timeout=timeout, interval=profile.punch.interval,
-                opener=opener)
+                opener=opener, lead=lead)
             result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]}"
             result.update(sent=punched.stats.sent, received=punched.stats.received, dropped=punched.stats.dropped)
     finally:
@@ -89,9 +90,11 @@ def _punch_window(profile: Profile, accepting: bool) -> float:
     return profile.punch.timeout + (profile.rendezvous.timeout if accepting else 0.0)
 
 
-def _refusal_reason(mapping: Mapping) -> str | None:
+def _hard_nat_notice(mapping: Mapping, report: Reporter, peer: str) -> None:
     ok, reason = punchable(mapping)
-    return None if ok else reason
+    if not ok:  # the peer decides: a public peer can still be reached directly
+        report(Event("nat", "warn", f"{reason.split(';')[0]}: only a peer with a public address can be reached",
+                     peer))
 
 
 # --- initiate -----------------------------------------------------------------------------------------------
@@ -102,17 +105,18 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
     try:
         inner, outer, mapping = await _discover(profile, port, report, peer.id)  # while the mailbox connects
         exchange = await connected
-        reason = _refusal_reason(mapping)
-        if reason is not None:
-            with contextlib.suppress(PlexusError):
-                await exchange.notify_refusal(peer, refusal_for_peer(mapping))
-            raise NatError(reason)
+        _hard_nat_notice(mapping, report, peer.id)
         template = _template(profile)
         local = _Local(port, inner, outer, mapping, template, prepare(template))
         report(Event("offer-sent", "start", f"invite to {peer.id}", peer.id))
         started = time.monotonic()
         try:
             agreement = await exchange.invite(peer, local.offer())  # the trace reports "offer-sent ok"
+        except PeerRefused as error:
+            report(Event("offer-received", "fail", str(error), peer.id, time.monotonic() - started))
+            if NO_PATH in error.message:  # the NATs, not the peer: the same exit as a NAT refusal of our own
+                raise NatError(error.message, hint="plexus nat explains this side's NAT") from error
+            raise
         except PlexusError as error:
             report(Event("offer-received", "fail", str(error), peer.id, time.monotonic() - started))
             raise
@@ -122,6 +126,9 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
         if unusable is not None:
             raise RendezvousError(f"{peer.id}'s accept names an endpoint we will not punch toward: {unusable}",
                                   hint="the peer's STUN result is wrong, or the peer is not what it claims")
+        plan = direct_plan(mapping, agreement.peer_nat, us=profile.host.id, them=peer.id)
+        if isinstance(plan, str):  # the acceptor should have refused; never punch where it cannot work
+            raise NatError(plan)
         return await _punch_and_launch(profile, local, agreement, report)
     finally:
         port.close()
@@ -162,10 +169,10 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
     port = await UdpPort.bind(profile.stun.bind)
     try:
         inner, outer, mapping = await _discover(profile, port, report, peer_id)
-        reason = _refusal_reason(mapping)
-        if reason is not None:
-            await exchange.refuse(invite, refusal_for_peer(mapping))
-            raise NatError(reason)
+        plan = direct_plan(mapping, invite.nat, us=profile.host.id, them=peer_id)
+        if isinstance(plan, str):
+            await exchange.refuse(invite, plan)
+            raise NatError(plan)
         unusable = unusable_target(invite.endpoint, outer, inner)
         if unusable is not None:  # an authenticated peer must not aim our packets at our own hosts or ports
             with contextlib.suppress(PlexusError):
@@ -180,7 +187,7 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         try:
             with phase(report, "offer-sent", f"accept to {peer_id}", peer_id):
                 agreement = await exchange.answer(invite, local.offer())
-            return await _punch_and_launch(profile, local, agreement, report, opener)
+            return await _punch_and_launch(profile, local, agreement, report, opener, lead=plan.lead)
         finally:
             opener.stop()
     finally:

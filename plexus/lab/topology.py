@@ -31,6 +31,7 @@ MAX_PATH_LENGTH = 39  # chain link subnets are numbered 198.18.(100 + 20*i + j).
 
 STUN_PRIMARY = ("198.18.0.10", 3478)
 STUN_ALTERNATE = ("198.18.0.11", 3479)
+STUN_PLAIN = ("198.18.0.10", 3480)  # an ordinary STUN server (one address: no RFC 5780, as most public ones)
 MAIL_HOST = "198.18.0.25"  # IMAPS 993 (IDLE), submission 465 (implicit TLS) and 587 (STARTTLS)
 MAIL_HOST_NO_IDLE = "198.18.0.26"  # the same server, but its IMAP CAPABILITY does not offer IDLE
 MAIL_DOMAIN = "plexus.test"

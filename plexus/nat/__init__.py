@@ -7,7 +7,7 @@ mapping into a verdict a person understands.
 
 from plexus.nat.behaviour import Filtering, NatReport, full_report
 from plexus.nat.client import Binding, StunClient
-from plexus.nat.mapping import Discovery, Mapping, discover, punchable, refusal_for_peer
+from plexus.nat.mapping import Discovery, Mapping, discover, punchable
 
 __all__ = ["Binding", "Discovery", "Filtering", "Mapping", "NatReport", "StunClient", "discover", "full_report",
-           "punchable", "refusal_for_peer"]
+           "punchable"]

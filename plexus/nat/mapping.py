@@ -21,7 +21,9 @@ from plexus.nat.message import Address
 from plexus.profile.model import Endpoint, Stun
 from plexus.udp import UdpPort
 
-Mapping = Literal["none", "endpoint-independent", "address-dependent", "address-and-port-dependent"]
+# "unknown": one STUN server without RFC 5780 answered, so the mapping could not be tested; plexus tries direct.
+Mapping = Literal["none", "endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"]
+HARD: frozenset[Mapping] = frozenset({"address-dependent", "address-and-port-dependent"})  # a port per destination
 
 STILL_WORKS_MARK = "; what would still work: "
 _STILL_WORKS = ("a peer with a public address, a forwarded UDP port or a NAT that accepts "
@@ -38,18 +40,15 @@ def punchable(mapping: Mapping) -> tuple[bool, str]:
     if mapping == "endpoint-independent":
         return True, ("your NAT keeps one public port for this local port whatever the destination, so the "
                       "peer can send to the port the STUN server saw")
+    if mapping == "unknown":
+        return True, ("the STUN server cannot test the mapping (no RFC 5780 OTHER-ADDRESS, and no second server "
+                      "to compare with), so plexus tries a direct punch; give stun.servers a second server at "
+                      "another address, or an RFC 5780 server, to know in advance")
     if mapping == "address-dependent":
         return False, ("your NAT gives a new public port for every host you talk to, so the peer cannot know "
                        f"which port to send to{STILL_WORKS_MARK}{_STILL_WORKS}")
     return False, ("your NAT gives a new public port for every destination, so the peer cannot know which port "
                    f"to send to{STILL_WORKS_MARK}{_STILL_WORKS}")
-
-
-def refusal_for_peer(mapping: Mapping) -> str:
-    """Why we cannot punch, as the peer's log shows it ("bob refused: ..."): about *our* NAT, in the third
-    person (``punchable`` speaks to the user behind the NAT)."""
-    return (f"its NAT gives a new public port for every destination ({mapping} mapping), so there is no port "
-            "to punch toward")
 
 
 @dataclass(frozen=True)
@@ -151,13 +150,11 @@ async def _mapping_behaviour(client: StunClient, server: Endpoint, first: Bindin
 
 def _mapping_from_two_servers(answers: list[tuple[Endpoint, Binding]]) -> Mapping:
     """Without OTHER-ADDRESS, a second server at another IP and port stands in for the alternate address."""
-    (server, first), *others = answers
+    (_, first), *others = answers
     witness = next((b for _, b in others if b.server[0] != first.server[0] and b.server[1] != first.server[1]),
                    None)
-    if witness is None:
-        raise NatError(f"STUN server {server} gives no OTHER-ADDRESS (no RFC 5780 support), so the NAT's mapping "
-                       "cannot be tested", hint="add a second STUN server at another address and port, or use an "
-                       "RFC 5780 server (e.g. coturn with two listening addresses and --alt-listening-port)")
+    if witness is None:  # one ordinary server: it cannot tell, so try a direct punch rather than refuse
+        return "unknown"
     # Two destinations differing in address and port: the same mapping proves EIM; a different one cannot tell
     # address-dependent from address-and-port-dependent, so it takes the stricter name (neither can punch).
     return "endpoint-independent" if witness.mapped == first.mapped else "address-and-port-dependent"

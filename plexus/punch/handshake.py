@@ -9,7 +9,7 @@ with ACK; the acceptor answers HELLO with ACK and is complete on the first ACK (
 says so with DONE, and the initiator is complete only on DONE: it never closes its port and launches while the
 acceptor still punches (a half-open handshake). The initiator answers DONE with a DONE of its own ("I have
 yours"), and the acceptor then closes its port for its payload at once; until that arrives it lingers, as TCP's
-TIME-WAIT, answering each further ACK with DONE, and closes after two quiet intervals should that last DONE be
+TIME-WAIT, answering each further ACK with DONE, and closes after six quiet intervals should those last DONEs be
 lost.
 
 Packets that fail authentication, belong to another session, come from our own role, or repeat a counter are
@@ -31,9 +31,11 @@ from plexus.udp import Address, UdpPort
 log = logging.getLogger("plexus.punch")
 
 FINAL_DONES = 3  # copies of the acceptor's DONE when it completes (then it lingers, answering each ACK)
-LINGER_QUIET = 2  # acceptor: intervals without a packet from the initiator before it closes the port
-LINGER_LIMIT = 10  # acceptor: intervals it lingers at most (the payload waits for the port)
-RELEASE_COPIES = 2  # initiator: copies of its DONE ("I have yours"), which let the acceptor close at once
+# The acceptor normally stops lingering at the initiator's DONE; the quiet timer is the fallback when those are
+# lost, so it can afford to be patient: two lost ACKs in a row (4 % at 20 % loss) must not close the port early.
+LINGER_QUIET = 6  # acceptor: intervals without a packet from the initiator before it closes the port
+LINGER_LIMIT = 40  # acceptor: intervals it lingers at most (the payload waits for the port)
+RELEASE_COPIES = 3  # initiator: copies of its DONE ("I have yours"), which let the acceptor close at once
 
 
 @dataclass
@@ -91,10 +93,12 @@ class Opener:
 
 
 async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: bytes, *, accepting: bool,
-                    hops: int, timeout: float, interval: float = 0.05, opener: Opener | None = None) -> PunchResult:
+                    hops: int, timeout: float, interval: float = 0.05, opener: Opener | None = None,
+                    lead: bool = False) -> PunchResult:
     """Run the handshake on ``port`` with ``peer``; PunchError after ``timeout`` seconds without success.
 
-    The acceptor passes the ``opener`` it started before answering; it is stopped once the peer is heard.
+    The acceptor passes the ``opener`` it started before answering; it is stopped once the peer is heard. With
+    ``lead`` (the peer is public: there is no NAT of its to spare) the acceptor sends full-TTL HELLOs at once.
     """
     key = pk.punch_key(secret)
     stats = PunchStats()
@@ -160,7 +164,7 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         while not complete.is_set():
             if heard.is_set() and opener is not None:
                 opener.stop()
-            if not accepting or heard.is_set():
+            if not accepting or heard.is_set() or lead:
                 send(pk.Kind.ACK if heard.is_set() else pk.Kind.HELLO)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

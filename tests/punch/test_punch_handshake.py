@@ -192,13 +192,16 @@ async def test_the_initiator_never_completes_without_the_acceptors_confirmation(
 
 @pytest.mark.parametrize("lost", [False, True])
 async def test_the_initiators_done_lets_the_acceptor_close_without_lingering(lost: bool) -> None:
-    """With a 0.5 s interval the linger would last two quiet intervals (1 s): the initiator's DONE ends it at once;
-    when that DONE is lost, the acceptor still closes, after the quiet intervals."""
+    """The linger would last LINGER_QUIET intervals: the initiator's DONE ends it at once; when those DONEs are
+    lost, the acceptor still closes, after the quiet intervals."""
+    from plexus.punch.handshake import LINGER_QUIET
+
+    interval = 0.2
     path = LossyPath(lambda direction, kind, index: lost and direction == "i>a" and kind == pk.Kind.DONE)
-    accepted, initiated = await through(path, timeout=5.0, interval=0.5)
+    accepted, initiated = await through(path, timeout=5.0, interval=interval)
     assert not isinstance(accepted, BaseException) and not isinstance(initiated, BaseException)
     assert path.seen[("i>a", pk.Kind.DONE)] >= 1
     if lost:
-        assert accepted.stats.duration >= 1.0
+        assert accepted.stats.duration >= LINGER_QUIET * interval
     else:
-        assert accepted.stats.duration < 0.5
+        assert accepted.stats.duration < interval
