@@ -23,7 +23,8 @@ from plexus.launch.template import Prepared, SessionContext, Template, find_temp
 from plexus.nat import Mapping, discover, punchable
 from plexus.profile.model import Peer, Profile
 from plexus.punch import Opener, handshake
-from plexus.punch.paths import NO_PATH, direct_plan
+from plexus.punch.paths import NO_PATH, Plan, direct_plan
+from plexus.punch.probing import race, spray_toward
 from plexus.punch.target import unusable_target
 from plexus.rendezvous import OfferExchange, open_exchange
 from plexus.rendezvous.base import Agreement, Carrier, Exchange, Invite, LocalOffer, PeerRefused
@@ -31,6 +32,8 @@ from plexus.rendezvous.offer import Offer
 from plexus.udp import UdpPort
 
 log = logging.getLogger("plexus.session")
+
+DIRECT = Plan()
 
 
 @dataclass
@@ -62,23 +65,36 @@ async def _discover(profile: Profile, port: UdpPort, report: Reporter,
 
 
 async def _punch_and_launch(profile: Profile, local: _Local, agreement: Agreement, report: Reporter,
-                            opener: Opener | None = None, *, lead: bool = False) -> int:
+                            opener: Opener | None = None, *, plan: Plan = DIRECT) -> int:
     peer_id = agreement.peer.id
     accepting = agreement.role == "accept"
     timeout = _punch_window(profile, accepting)
+    path = "probed" if plan.probe else "direct"
+    port = local.port
     try:
-        with phase(report, "punch", f"to {agreement.peer_endpoint[0]}:{agreement.peer_endpoint[1]}",
+        with phase(report, "punch", f"to {agreement.peer_endpoint[0]}:{agreement.peer_endpoint[1]} ({path})",
                    peer_id) as result:
-            punched = await handshake(
-                local.port, agreement.peer_endpoint, agreement.secret, agreement.session_id, accepting=accepting,
-                hops=profile.punch.hops, timeout=timeout, interval=profile.punch.interval,
-                opener=opener, lead=lead)
-            result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]}"
-            result.update(sent=punched.stats.sent, received=punched.stats.received, dropped=punched.stats.dropped)
+            hops, interval = profile.punch.hops, profile.punch.interval
+            if plan.probe == "race":  # we are the hard side: many sockets, the first to be heard wins
+                if opener is not None:
+                    opener.stop()
+                port, punched = await race(local.port, agreement.peer_endpoint, agreement.secret,
+                                           agreement.session_id, accepting=accepting, hops=hops, timeout=timeout,
+                                           interval=interval)
+            else:
+                spray = spray_toward(agreement.peer_endpoint[0]) if plan.probe == "spray" else None
+                punched = await handshake(local.port, agreement.peer_endpoint, agreement.secret,
+                                          agreement.session_id, accepting=accepting, hops=hops, timeout=timeout,
+                                          interval=interval, opener=opener, lead=plan.lead, spray=spray)
+            inner = (local.inner[0], port.local[1])
+            result["message"] = f"handshake with {punched.peer[0]}:{punched.peer[1]} ({path})"
+            result.update(path=path, sent=punched.stats.sent, received=punched.stats.received,
+                          dropped=punched.stats.dropped)
     finally:
-        local.port.close()  # the payload binds this port next, while the NAT mapping is warm
+        port.close()  # the payload binds this port next, while the NAT mapping is warm
+        local.port.close()
     context = SessionContext(
-        inner=local.inner, outer=local.outer, peer=punched.peer, secret=agreement.secret, host_id=profile.host.id,
+        inner=inner, outer=local.outer, peer=punched.peer, secret=agreement.secret, host_id=profile.host.id,
         peer_id=peer_id, role=agreement.role, peer_values=dict(agreement.peer_exports),
         vars=profile.payload_vars(agreement.peer))
     return await run_payload(local.template, local.prepared, context, report)
@@ -92,8 +108,9 @@ def _punch_window(profile: Profile, accepting: bool) -> float:
 
 def _hard_nat_notice(mapping: Mapping, report: Reporter, peer: str) -> None:
     ok, reason = punchable(mapping)
-    if not ok:  # the peer decides: a public peer can still be reached directly
-        report(Event("nat", "warn", f"{reason.split(';')[0]}: only a peer with a public address can be reached",
+    if not ok:  # the peer's mapping decides the path (plexus.punch.paths)
+        report(Event("nat", "warn", f"{reason.split(';')[0]}: a peer with a public address is reached directly, "
+                     "one behind an endpoint-independent NAT by probing, one behind a NAT like ours not at all",
                      peer))
 
 
@@ -129,7 +146,7 @@ async def _initiate_once(profile: Profile, connected: asyncio.Task[Exchange], pe
         plan = direct_plan(mapping, agreement.peer_nat, us=profile.host.id, them=peer.id)
         if isinstance(plan, str):  # the acceptor should have refused; never punch where it cannot work
             raise NatError(plan)
-        return await _punch_and_launch(profile, local, agreement, report)
+        return await _punch_and_launch(profile, local, agreement, report, plan=plan)
     finally:
         port.close()
 
@@ -187,7 +204,7 @@ async def _answer(profile: Profile, exchange: Exchange, invite: Invite, report: 
         try:
             with phase(report, "offer-sent", f"accept to {peer_id}", peer_id):
                 agreement = await exchange.answer(invite, local.offer())
-            return await _punch_and_launch(profile, local, agreement, report, opener, lead=plan.lead)
+            return await _punch_and_launch(profile, local, agreement, report, opener, plan=plan)
         finally:
             opener.stop()
     finally:

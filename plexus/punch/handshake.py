@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from plexus.errors import PunchError
@@ -94,11 +96,14 @@ class Opener:
 
 async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: bytes, *, accepting: bool,
                     hops: int, timeout: float, interval: float = 0.05, opener: Opener | None = None,
-                    lead: bool = False) -> PunchResult:
+                    lead: bool = False, quiet: bool = False, spray: Spray | None = None) -> PunchResult:
     """Run the handshake on ``port`` with ``peer``; PunchError after ``timeout`` seconds without success.
 
     The acceptor passes the ``opener`` it started before answering; it is stopped once the peer is heard. With
     ``lead`` (the peer is public: there is no NAT of its to spare) the acceptor sends full-TTL HELLOs at once.
+    Probing (``plexus.punch.probing``): ``quiet`` makes either role send only TTL-limited opening packets until
+    it is heard (the hard side's many sockets); ``spray`` sends HELLOs to random ports of the peer's address
+    until it is heard (the easy side).
     """
     key = pk.punch_key(secret)
     stats = PunchStats()
@@ -109,15 +114,16 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
     wakeup = asyncio.Event()
     state = _State(peer)
     last_valid = [started]
-    if accepting and opener is None:
+    opening = accepting or quiet  # TTL-limited packets only, until the peer is heard
+    if opening and opener is None:
         opener = Opener(port, peer, hops, interval)
         opener.start()
 
-    def send(kind: pk.Kind) -> None:
+    def send(kind: pk.Kind, to: Address | None = None) -> None:
         state.counter += 1
         data = pk.encode(pk.Packet(kind, accepting, session_id, state.counter), key)
         try:
-            port.sendto(data, state.peer)
+            port.sendto(data, to or state.peer)
             stats.sent += 1
         except OSError as error:  # e.g. network unreachable for a moment; the timer retries
             stats.drop(f"send error {error.errno}")
@@ -159,12 +165,13 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         return True
 
     port.add_listener(on_datagram)
+    sprayer = asyncio.get_running_loop().create_task(_spray(spray, heard, send)) if spray else None
     try:
         deadline = started + timeout
         while not complete.is_set():
             if heard.is_set() and opener is not None:
                 opener.stop()
-            if not accepting or heard.is_set() or lead:
+            if not opening or heard.is_set() or lead:
                 send(pk.Kind.ACK if heard.is_set() else pk.Kind.HELLO)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -184,9 +191,33 @@ async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: byt
         port.remove_listener(on_datagram)
         if opener is not None:
             opener.stop()
+        if sprayer is not None:
+            sprayer.cancel()
     stats.duration = time.monotonic() - started
     stats.opening_sent = opener.sent if opener is not None else 0
     return PunchResult(state.peer, stats)
+
+
+@dataclass(frozen=True)
+class Spray:
+    """Probes toward a peer behind a NAT that picks a new port per destination: HELLOs to random ports of its
+    address, ``rate`` per second, ``count`` at most (the only address they go to is the one its offer named)."""
+
+    address: str
+    count: int
+    rate: float
+    seed: int | None = None  # tests: a repeatable choice of ports
+
+
+async def _spray(spray: Spray, heard: asyncio.Event, send: Callable[[pk.Kind, Address], None]) -> None:
+    rng = random.Random(spray.seed)
+    batch = max(1, round(spray.rate / 100))  # sent every 10 ms
+    sent = 0
+    while sent < spray.count and not heard.is_set():
+        for _ in range(min(batch, spray.count - sent)):
+            send(pk.Kind.HELLO, (spray.address, rng.randint(1024, 65535)))
+            sent += 1
+        await asyncio.sleep(batch / spray.rate)
 
 
 async def _linger(last_valid: list[float], interval: float, released: asyncio.Event) -> None:

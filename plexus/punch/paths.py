@@ -5,14 +5,16 @@
   hard side's packets leave from a port its NAT picks for this peer, and the handshake follows a peer that
   answers from another port; the public side has no NAT to open, so an acceptor then sends full-TTL HELLOs
   from the start instead of waiting to be heard.
-- Otherwise nothing direct can work: a hard NAT toward a peer behind a NAT needs probing or a relay, which
-  plexus does not do yet; the refusal says so (and starts with ``NO_PATH``, which the initiator turns into a
-  NAT error, exit 3).
+- One hard and the other behind an easy NAT: birthday-paradox probing (``plexus.punch.probing``): the hard side
+  races many sockets, the easy side sprays probes at random ports of the hard side's address.
+- Both hard: nothing direct can work (a relay would); the refusal says so, and starts with ``NO_PATH``, which the
+  initiator turns into a NAT error (exit 3).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from plexus.nat.mapping import HARD
 
@@ -21,16 +23,18 @@ NO_PATH = "no direct path"
 
 @dataclass(frozen=True)
 class Plan:
-    lead: bool  # acceptor: send HELLO at full TTL at once (the peer is public), not only TTL-limited openers
+    lead: bool = False  # acceptor: send HELLO at full TTL at once (the peer is public), not only openers
+    probe: Literal["", "race", "spray"] = ""  # race: we are the hard side of probing; spray: the easy side
 
 
 def direct_plan(ours: str, theirs: str, *, us: str, them: str) -> Plan | str:
-    """The plan for a direct punch, or why there is none (one line, for both logs). ``theirs`` comes off the
+    """The plan for a direct path, or why there is none (one line, for both logs). ``theirs`` comes off the
     wire: a value we do not know counts as unknown (try)."""
-    if (ours in HARD and theirs != "none") or (theirs in HARD and ours != "none"):
-        hard = [name for name, mapping in ((us, ours), (them, theirs)) if mapping in HARD]
-        return (f"{NO_PATH} between {us} ({ours} mapping) and {them} ({theirs} mapping): "
-                f"{' and '.join(hard)} {'is' if len(hard) == 1 else 'are'} behind a NAT that gives a new public "
-                "port per destination, which only a peer with a public address can reach (probing and relays "
-                "are not supported yet)")
+    if ours in HARD and theirs in HARD:
+        return (f"{NO_PATH} between {us} ({ours} mapping) and {them} ({theirs} mapping): both are behind NATs "
+                "that give a new public port per destination, which only a relay can join (not supported yet)")
+    if ours in HARD:
+        return Plan(lead=theirs == "none", probe="" if theirs == "none" else "race")
+    if theirs in HARD:
+        return Plan(probe="" if ours == "none" else "spray")
     return Plan(lead=theirs == "none")

@@ -1,5 +1,6 @@
-"""Paths between NAT kinds in the lab: a symmetric NAT reaches a public peer directly, whichever side accepts.
-(A symmetric NAT toward a peer behind a NAT is refused: tests/pipeline/test_up_e2e.py.)"""
+"""Paths between NAT kinds in the lab: a symmetric NAT reaches a public peer directly, whichever side accepts,
+and a peer behind an endpoint-independent NAT by probing. (Two symmetric NATs are refused:
+tests/pipeline/test_up_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ def test_a_single_ordinary_stun_server_is_enough_between_two_eim_sites(lab: Any,
     report = site_run("a", [sys.executable, "-m", "plexus", "nat", "--server", f"{STUN_PLAIN[0]}:{STUN_PLAIN[1]}",
                             "--json"])
     assert "Traceback" not in report.stderr and report.returncode in (0, 3), report.stderr
+
+
+def test_symmetric_initiator_reaches_an_eim_acceptor_by_probing(lab: Any, site_spawn: Any, site_run: Any) -> None:
+    """carol (symmetric, site c) and bob (endpoint-independent, drops unsolicited packets): carol races 256 sockets,
+    bob sprays probes at random ports of carol's NAT; one meets, the tunnel comes up."""
+    bob, carol = connect(site_spawn, ("b", "alice"), ("c", "bob"))
+    assert ping(site_run, "c", "198.19.0.2"), "no ping across the tunnel from carol"
+    for side in (bob, carol):
+        punch = wait_event(side, "punch", "ok")
+        assert punch["data"]["path"] == "probed", punch
+
+
+def test_symmetric_acceptor_reaches_an_eim_initiator_by_probing(lab: Any, lab_settings: Any, site_spawn: Any,
+                                                                 site_run: Any) -> None:
+    lab_settings.set_nat("b", "symmetric")
+    bob, _ = connect(site_spawn, ("b", "alice"), ("a", "bob"))
+    assert ping(site_run, "a", "198.19.0.2"), "no ping across the tunnel from alice"
+    assert wait_event(bob, "punch", "ok")["data"]["path"] == "probed"

@@ -205,3 +205,34 @@ async def test_the_initiators_done_lets_the_acceptor_close_without_lingering(los
         assert accepted.stats.duration >= LINGER_QUIET * interval
     else:
         assert accepted.stats.duration < interval
+
+
+async def test_race_picks_the_socket_that_is_heard_and_closes_the_others() -> None:
+    """The hard side of probing on loopback: eight quiet sockets; the peer reaches one of them (as one probe
+    would through a NAT); that one wins and the rest are closed."""
+    from plexus.punch.probing import race
+
+    first, easy = await pair()
+    secret, sid = os.urandom(32), os.urandom(8)
+    created: list[UdpPort] = []
+    real_bind = UdpPort.bind
+
+    async def recording_bind(endpoint: Endpoint | None = None) -> UdpPort:
+        port = await real_bind(endpoint)
+        created.append(port)
+        return port
+
+    UdpPort.bind = recording_bind  # type: ignore[method-assign]
+    try:
+        racing = asyncio.create_task(race(first, easy.local, secret, sid, accepting=True, hops=64, timeout=5,
+                                          interval=0.02, sockets=8))
+        while len(created) < 7:
+            await asyncio.sleep(0.01)
+    finally:
+        UdpPort.bind = real_bind  # type: ignore[method-assign]
+    target = created[4]
+    initiated = await handshake(easy, target.local, secret, sid, accepting=False, hops=64, timeout=5, interval=0.02)
+    winner, result = await racing
+    assert winner is target and result.peer == easy.local and initiated.peer == target.local
+    assert first.closed and all(port.closed for port in created if port is not target)
+    winner.close(), easy.close()
