@@ -48,8 +48,10 @@ def test_wireguard_tunnel_pings_across(pair: NetnsPair, tmp_path: Path) -> None:
     procs = {side: pair.start(side, rendered[side].argv, rendered[side].env) for side in ("a", "b")}
     for side in ("a", "b"):
         _wait_ready(pair, procs[side], template.ready, bound=10)
-    took = pair.wait_ping("a", TUNNEL["b"], bound=15)
-    assert took is not None, f"no ping across wireguard within 15 s: {[pair.log(p) for p in procs.values()]}"
+    # wireguard-go 0.0.20220316 sometimes lets both sides' initiations cross for 25-45 s before one handshake
+    # completes (seen in CI and in the lab; issue 14 makes plexus notice it): wait that long, not 15 s.
+    took = pair.wait_ping("a", TUNNEL["b"], bound=45)
+    assert took is not None, f"no ping across wireguard within 45 s: {[pair.log(p) for p in procs.values()]}"
     assert pair.ping("b", TUNNEL["a"])
     print(f"wireguard: start to first ping across {time.monotonic() - started:.2f} s")
     # The interface really is wireguard-go's, configured with the peer's key from its exports.
