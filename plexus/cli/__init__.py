@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     p = lab_sub.add_parser("up", help="build the lab")
     for site in "abc":
-        p.add_argument(f"--nat-{site}", choices=["eim", "eim-bare", "symmetric", "none"], default=None,
+        p.add_argument(f"--nat-{site}", choices=["eim", "eim-bare", "eif", "symmetric", "double", "none"], default=None,
                        help=f"NAT kind of site {site}")
     p.add_argument("--loss", type=float, default=None, metavar="PCT",
                    help="packet loss on the NATs' outside links (0; applied to a running lab too)")

@@ -11,7 +11,7 @@ from typing import Any
 from plexus.errors import LabError
 from plexus.lab import network, system
 from plexus.lab.lab import Lab
-from plexus.lab.topology import MAX_PATH_LENGTH, SITES, Topology
+from plexus.lab.topology import SITES, possible_namespaces
 
 
 def run_lab(args: argparse.Namespace) -> int:
@@ -43,8 +43,9 @@ def _up(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     topology = lab.topology
     print(f"lab {lab.name!r} up in {elapsed:.2f} s: STUN {lab.stun_primary[0]}:{lab.stun_primary[1]} + "
-          f"{lab.stun_alternate[0]}:{lab.stun_alternate[1]}, mail {lab.mail_host} (IMAPS 993, SMTPS 465, "
-          f"submission 587), {topology.path_length} routers between the NATs")
+          f"{lab.stun_alternate[0]}:{lab.stun_alternate[1]}, TURN {lab.turn_server[0]}:{lab.turn_server[1]} "
+          f"(REST {lab.turn_rest_server[0]}:{lab.turn_rest_server[1]}), mail {lab.mail_host} (IMAPS 993, "
+          f"SMTPS 465, submission 587), {topology.path_length} routers between the NATs")
     for site in SITES:
         print(f"  site {site}: {lab.user(site)} {lab.host_address(site)} behind NAT {lab.nat(site)} "
               f"({lab.public_address(site)}), profiles in {lab.profile_dir(site)}")
@@ -53,8 +54,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _change_running(lab: Lab, args: argparse.Namespace, nat: dict[str, Any]) -> int:
-    """``lab up`` on a running lab: apply what can change at run time (NAT kinds, loss, delay) and say so; the
-    path length needs a rebuild."""
+    """``lab up`` on a running lab: apply what can change at run time (NAT kinds, ``double`` included: the site
+    is rewired; loss, delay) and say so; the path length needs a rebuild."""
     if args.path_length is not None and args.path_length != lab.topology.path_length:
         raise LabError(f"lab {lab.name!r} is up with {lab.topology.path_length} routers between the NATs",
                        hint="plexus lab up --force --path-length N rebuilds it")
@@ -79,7 +80,7 @@ def _change_running(lab: Lab, args: argparse.Namespace, nat: dict[str, Any]) -> 
 def _down() -> int:
     system.check_host()
     lab = Lab()
-    leftovers = network.existing_namespaces(Topology(lab.name, MAX_PATH_LENGTH).namespaces())
+    leftovers = network.existing_namespaces(possible_namespaces(lab.name))
     if not lab.state.exists() and not leftovers:
         print(f"lab {lab.name!r} is not up; nothing to remove")
         return 0
@@ -108,6 +109,9 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"  namespaces: {len(status['namespaces'])} ({', '.join(status['namespaces'])})")
     for label, daemon in status["daemons"].items():
         print(f"  {label}: pid {daemon['pid']} {'running' if daemon['alive'] else 'DEAD'}")
+    turn = status["turn"]
+    print(f"  TURN: {turn['long_term']} (long-term, realm {turn['realm']}, {turn['allocations']} allocation(s)), "
+          f"{turn['rest']} (REST secret)")
     print(f"  STUN: {', '.join(status['stun'])}; mail: {status['mail']['host']} "
           f"(no IDLE: {status['mail']['no_idle_host']}), domain {status['mail']['domain']}")
     netem = status["netem"]

@@ -1,5 +1,6 @@
-"""The network lab: sites a, b, c behind real NATs, an RFC 5780 STUN server and a mail server, in Linux network
-namespaces (``plexus lab up``). ``Lab`` is the API; ``topology`` has the addresses."""
+"""The network lab: sites a, b, c behind real NATs, an RFC 5780 STUN server, TURN relays and a mail server, in
+Linux network namespaces (``plexus lab up``). ``Lab`` is the API; ``topology`` has the addresses; ``turn`` counts
+the long-term relay's allocations."""
 
 from plexus.lab.lab import Lab
 from plexus.lab.state import lab_name

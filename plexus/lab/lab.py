@@ -5,6 +5,7 @@ drive this class.
     lab.run("a", ["ping", "-c1", lab.stun_primary[0]])
     with lab.spawn("b", ["plexus", "up", "alice"]) as process: ...
     lab.set_nat("a", "eim-bare"); lab.set_netem(loss_pct=5, delay_ms=20); lab.restart_mail()
+    lab.turn_server, lab.turn_password("a"); lab.turn_rest_server, lab.turn_secret()  # TURN relays
     lab.down()
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plexus.errors import LabError
-from plexus.lab import dht, mail, network, pki, profiles, stun, system
+from plexus.lab import dht, mail, network, pki, profiles, stun, system, turn
 from plexus.lab.state import LabState, lab_name
 from plexus.lab.topology import (
     MAIL_DOMAIN,
@@ -33,13 +34,16 @@ from plexus.lab.topology import (
     SOURCE_ROOT,
     STUN_ALTERNATE,
     STUN_PRIMARY,
+    TURN_REALM,
+    TURN_REST_SERVER,
+    TURN_SERVER,
     NatKind,
     Topology,
     host_address,
     nat_outside_address,
 )
 
-DAEMON_LABELS = ("turnserver", "dovecot", "smtpd")
+DAEMON_LABELS = ("turnserver", "turn", "turn-rest", "dovecot", "smtpd")
 Site = str  # "a", "b", "c" or "srv"
 
 
@@ -51,6 +55,9 @@ class Lab:
     mail_host = MAIL_HOST
     mail_host_no_idle = MAIL_HOST_NO_IDLE
     mail_domain = MAIL_DOMAIN
+    turn_server = TURN_SERVER  # long-term credentials: user = the site user, password turn_password(site)
+    turn_rest_server = TURN_REST_SERVER  # TURN REST: credentials from turn_secret() (turn.rest_credentials)
+    turn_realm = TURN_REALM
     sites = SITES
 
     def __init__(self, name: str | None = None) -> None:
@@ -81,6 +88,7 @@ class Lab:
             lab.state.save_config(lab._config)
             passwords = {user: lab.state.make_password(user) for user in SITE_USERS.values()}
             lab.state.make_password("psk")  # PLEXUS_LAB_PSK: the shared key of psk profile variants
+            turn.write_config(lab.state)
             with ThreadPoolExecutor(1) as pool:  # key generation overlaps with building the network
                 made = pool.submit(pki.make_pki, lab.state.pki, lab=lab.name, users=list(passwords),
                                    domain=MAIL_DOMAIN, server_name=f"mail.{MAIL_DOMAIN}",
@@ -90,8 +98,10 @@ class Lab:
             profiles.write_site_profiles(topology, lab.state)
             mail.write_config(topology, lab.state, passwords)
             stun.start(topology, lab.state, wait=False)
+            turn.start(topology, lab.state, wait=False)
             mail.start(topology, lab.state)
             stun.wait_ready(topology, lab.state)
+            turn.wait_ready(topology, lab.state)
             lab._config["dht"] = dht.set_up(lab)
             if loss_pct or delay_ms:
                 network.set_netem(topology, lab.state, loss_pct, delay_ms)
@@ -157,6 +167,9 @@ class Lab:
             "processes": len([label for label, (_, running) in recorded.items()
                               if running and label.startswith("spawn-")]),
             "stun": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}", f"{STUN_ALTERNATE[0]}:{STUN_ALTERNATE[1]}"],
+            "turn": {"long_term": f"{TURN_SERVER[0]}:{TURN_SERVER[1]}",
+                     "rest": f"{TURN_REST_SERVER[0]}:{TURN_REST_SERVER[1]}", "realm": TURN_REALM,
+                     "allocations": turn.allocations(self.state)},
             "mail": {"host": MAIL_HOST, "no_idle_host": MAIL_HOST_NO_IDLE, "imaps": 993, "smtps": 465,
                      "submission": 587, "domain": MAIL_DOMAIN},
             "sites": {site: {"user": SITE_USERS[site], "host": host_address(site),
@@ -172,7 +185,12 @@ class Lab:
         return self.topology.ns(site)
 
     def nat_ns(self, site: Site) -> str:
+        """The site's NAT namespace (its home NAT when the kind is ``double``)."""
         return self.topology.nat_ns(site)
+
+    def nat_namespaces(self, site: Site) -> list[str]:
+        """The site's NAT namespaces, outermost first (two for kind ``double``: carrier-grade, then home)."""
+        return self.topology.nat_namespaces(site)
 
     @staticmethod
     def user(site: Site) -> str:
@@ -183,11 +201,13 @@ class Lab:
         return host_address(site)
 
     def public_address(self, site: Site) -> str:
-        """Where the site appears from outside: its NAT's wan address, or its own with NAT kind none."""
+        """Where the site appears from outside: its (outermost) NAT's wan address, or its own with NAT kind
+        none."""
         return host_address(site) if self.nat(site) == "none" else nat_outside_address(site)
 
     @staticmethod
     def nat_outside_address(site: Site) -> str:
+        """The wan address of the site's outermost NAT (the carrier-grade one for kind ``double``)."""
         return nat_outside_address(site)
 
     def profile_dir(self, site: Site) -> Path:
@@ -201,6 +221,14 @@ class Lab:
         """Mailbox password of ``user`` (alice/bob/carol) or of a site's user (a/b/c)."""
         return self.state.password(SITE_USERS.get(user, user))
 
+    def turn_password(self, user: str) -> str:
+        """Long-term TURN password of ``user`` (alice/bob/carol) or of a site's user (a/b/c) on ``turn_server``."""
+        return self.state.password(turn.password_name(user))
+
+    def turn_secret(self) -> str:
+        """The TURN REST shared secret of ``turn_rest_server`` (coturn's static-auth-secret)."""
+        return self.state.password(turn.SECRET_NAME)
+
     @property
     def ca(self) -> Path:
         return self.state.pki / "ca.crt"
@@ -213,30 +241,35 @@ class Lab:
 
     def write_profile(self, site: Site, name: str, *, role: str | None = None,
                       peers: Sequence[str] | None = None, authentication: str = "smime",
-                      template: str = "openvpn", directory: Path | None = None, **overrides: Any) -> Path:
+                      template: str = "openvpn", directory: Path | None = None,
+                      relay_auth: profiles.RelayAuth = "password", **overrides: Any) -> Path:
         """Write a profile variant ``<name>.yaml`` into the site's profile dir (or ``directory``). Defaults:
         the site's lab profile; ``overrides`` are top-level keys merged into it (nested dicts merge, None
-        deletes), e.g. ``punch={"hops": 5}`` or ``rendezvous={"email": {"imap": {"idle": False}}}``."""
+        deletes), e.g. ``punch={"hops": 5}`` or ``rendezvous={"email": {"imap": {"idle": False}}}``;
+        ``relay_auth="rest"`` names the TURN REST server with PLEXUS_TURN_SECRET instead of the long-term one."""
         __, default_role, default_peers = profiles.SITE_PROFILES[site]
         document = profiles.build_profile(self.topology, self.state, site, role=role or default_role,
                                           peers=tuple(peers or default_peers), authentication=authentication,
-                                          template=template, overrides=overrides)
+                                          template=template, relay_auth=relay_auth, overrides=overrides)
         path = (directory or self.profile_dir(site)) / f"{name}.yaml"
-        return profiles.dump(document, path, f"lab {self.name!r} site {site}: variant written by a test")
+        return profiles.dump(document, path, f"lab {self.name!r} site {site}: variant written by a test",
+                             double_nat=self.topology.double(site))
 
     # running things in a site ---------------------------------------------------------------------------
     def env(self, site: Site, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a site: PLEXUS_PROFILE_PATH, PLEXUS_MAIL_PASSWORD, PLEXUS_LAB_LOGIN (the site's
         mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, PLEXUS_LAB_PSK (one key shared by all sites, for psk
-        profile variants), PLEXUS_STATE_DIR (the site's own state folder), and PYTHONPATH reaching this plexus."""
+        profile variants), PLEXUS_TURN_PASSWORD (the site user's on ``turn_server``), PLEXUS_TURN_SECRET (the
+        REST secret of ``turn_rest_server``), PLEXUS_STATE_DIR (the site's own state folder), and PYTHONPATH
+        reaching this plexus."""
         env = dict(os.environ)
         # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
         env.update({"PLEXUS_LAB_CA": str(self.ca), "PLEXUS_LAB_NAME": self.name,
-                    "PLEXUS_LAB_PSK": self.state.password("psk")})
+                    "PLEXUS_LAB_PSK": self.state.password("psk"), "PLEXUS_TURN_SECRET": self.turn_secret()})
         if site in SITES:
             env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
-                        "PLEXUS_MAIL_PASSWORD": self.password(site),
+                        "PLEXUS_MAIL_PASSWORD": self.password(site), "PLEXUS_TURN_PASSWORD": self.turn_password(site),
                         "PLEXUS_STATE_DIR": str(self.state_dir(site))})
         env.update(extra or {})
         return env
@@ -279,12 +312,19 @@ class Lab:
         return kind
 
     def set_nat(self, site: Site, kind: NatKind) -> None:
-        """Switch a site's NAT kind now (rules replaced, its conntrack table flushed)."""
+        """Switch a site's NAT kind now (rules replaced, its conntrack table flushed; to or from ``double`` its
+        carrier-grade NAT namespace is added or removed, and the site's lab and DHT profiles get the new
+        ``punch.hops``; variants a test wrote before keep theirs)."""
         if site not in SITES or kind not in NAT_KINDS:
             raise LabError(f"bad NAT setting {site}={kind}", hint=f"kinds: {', '.join(NAT_KINDS)}")
-        network.set_nat(self.topology, site, kind)
+        old = self.topology
+        new = network.set_nat(old, site, kind, self.state)
         self.config["nat"][site] = kind
         self.state.save_config(self.config)
+        if new.punch_hops(site) != old.punch_hops(site):  # the site's own profiles follow its NATs
+            profiles.write_site_profiles(new, self.state, (site,))
+            if self.config.get("dht") and site in dht.SITE_PROFILES:
+                self.write_profile(site, dht.SITE_PROFILES[site], **dht.dht_profile_overrides())
 
     def set_netem(self, loss_pct: float = 0.0, delay_ms: float = 0.0) -> None:
         """Loss (percent) and delay (ms, per direction) on every NAT's outside link; 0, 0 removes them."""

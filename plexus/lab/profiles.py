@@ -3,8 +3,9 @@ profiles/examples, and a builder for variants the tests need (psk, another templ
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -17,8 +18,12 @@ from plexus.lab.topology import (
     SMTPS_PORT,
     STUN_PRIMARY,
     TUNNEL_ADDRESSES,
+    TURN_REST_SERVER,
+    TURN_SERVER,
     Topology,
 )
+
+RelayAuth = Literal["password", "rest"]
 
 # site -> (profile name, role, peers)
 SITE_PROFILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -38,10 +43,11 @@ def _schema_line() -> str:
 
 
 def build_profile(topology: Topology, state: LabState, site: str, *, role: str, peers: tuple[str, ...],
-                  authentication: str = "smime", template: str = "openvpn",
+                  authentication: str = "smime", template: str = "openvpn", relay_auth: RelayAuth = "password",
                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The profile document of ``site``'s user towards ``peers``; ``overrides`` are merged in last (nested
-    dicts merge key by key, a value of None removes the key)."""
+    dicts merge key by key, a value of None removes the key). The relay is the lab's long-term TURN server with
+    the site user's credentials (``relay_auth="rest"``: the TURN REST server and its shared secret)."""
     user = SITE_USERS[site]
     pki = state.pki
     rendezvous: dict[str, Any] = {"authentication": authentication}
@@ -72,11 +78,21 @@ def build_profile(topology: Topology, state: LabState, site: str, *, role: str, 
         "peers": peer_entries,
         "rendezvous": rendezvous,
         "stun": {"servers": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}"]},
-        # hops: see Topology.punch_hops (2 opens our NAT, the first router beyond it drops the packet)
-        "punch": {"hops": topology.punch_hops(), "timeout": "20s"},
+        # hops: see Topology.punch_hops (2 opens our NAT, 3 both of a double NAT; the next router drops it)
+        "punch": {"hops": topology.punch_hops(site), "timeout": "20s"},
+        "relay": {"policy": "fallback", "servers": [relay_server(user, relay_auth)]},
         "payload": {"template": template, "vars": {"tunnel": TUNNEL_ADDRESSES[user]}, "restart": "never"},
     }
     return _merge(document, overrides or {})
+
+
+def relay_server(user: str, auth: RelayAuth = "password") -> dict[str, Any]:
+    """One ``relay.servers`` entry: the long-term TURN server as ``user`` (password from PLEXUS_TURN_PASSWORD),
+    or the TURN REST server (secret from PLEXUS_TURN_SECRET)."""
+    if auth == "rest":
+        return {"url": f"turn:{TURN_REST_SERVER[0]}:{TURN_REST_SERVER[1]}", "secret": {"env": "PLEXUS_TURN_SECRET"}}
+    return {"url": f"turn:{TURN_SERVER[0]}:{TURN_SERVER[1]}", "username": user,
+            "password": {"env": "PLEXUS_TURN_PASSWORD"}}
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -93,19 +109,28 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 HOPS_COMMENT = ("# hops 2: our NAT forwards the opening packet (TTL 2 -> 1), the first router behind it drops it,\n"
                 "# so it opens our NAT and never reaches the peer's (any 2 <= hops <= path length + 1 would do)\n")
+DOUBLE_HOPS_COMMENT = ("# hops 3: our home NAT and the carrier-grade NAT above it forward the opening packet\n"
+                       "# (TTL 3 -> 1), the first router behind them drops it: it opens both, never the peer's NAT\n")
+_PUNCH_LINE = re.compile(r"\npunch: \{hops: ([23]),")
 
 
-def dump(document: dict[str, Any], path: Path, comment: str = "") -> Path:
+def dump(document: dict[str, Any], path: Path, comment: str = "", *, double_nat: bool = False) -> Path:
+    """Write ``document`` as YAML with the schema line, ``comment`` and a note on the usual ``punch.hops`` (2, or
+    3 for a site behind a double NAT)."""
     text = _schema_line() + (f"# {comment}\n" if comment else "")
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
-    text += body.replace("\npunch: {hops: 2,", "\n" + HOPS_COMMENT + "punch: {hops: 2,", 1)
+    notes = {"2": HOPS_COMMENT, **({"3": DOUBLE_HOPS_COMMENT} if double_nat else {})}
+    text += _PUNCH_LINE.sub(lambda m: "\n" + notes.get(m.group(1), "") + m.group(0)[1:], body, count=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
 
-def write_site_profiles(topology: Topology, state: LabState) -> None:
+def write_site_profiles(topology: Topology, state: LabState, sites: tuple[str, ...] = tuple(SITE_PROFILES)) -> None:
     for site, (name, role, peers) in SITE_PROFILES.items():
+        if site not in sites:
+            continue
         document = build_profile(topology, state, site, role=role, peers=peers)
         dump(document, state.sites / site / f"{name}.yaml",
-             f"written by `plexus lab up` for lab {topology.name!r}, site {site} ({SITE_USERS[site]})")
+             f"written by `plexus lab up` for lab {topology.name!r}, site {site} ({SITE_USERS[site]})",
+             double_nat=topology.double(site))

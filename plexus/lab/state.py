@@ -125,4 +125,4 @@ class LabState:
         try:
             return (self.passwords / user).read_text().strip()
         except OSError:
-            raise LabError(f"no mail password for {user} in lab {self.name!r}", hint="plexus lab up") from None
+            raise LabError(f"no password {user!r} in lab {self.name!r}", hint="plexus lab up") from None

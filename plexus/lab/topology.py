@@ -6,11 +6,17 @@ the addresses from here instead of hard-coding them.
     <name>-a   198.18.1.2 --lan-- <name>-nata  wan 198.18.11.2 -- [k routers] --\\
     <name>-b   198.18.2.2 --lan-- <name>-natb  wan 198.18.12.2 -- [k routers] ---+-- <name>-inet -- <name>-srv
     <name>-c   198.18.3.2 --lan-- <name>-natc  wan 198.18.13.2 -- [k routers] --/   (router)      198.18.0.10/.11 STUN
+                                                                                                  198.18.0.12 TURN
                                                                                                   198.18.0.25/.26 mail
 
-``--path-length N`` is the number of routers between two NATs: the hub (``inet``) plus a chain of routers on each
-site's side. With one hub, sites a and b get chains of ``ceil((N-1)/2)`` and ``floor((N-1)/2)`` routers and c the
-same as b, so a<->b and a<->c have exactly N routers and b<->c has N (odd N) or N-1 (even N).
+A site of NAT kind ``double`` sits behind two NATs: its home NAT's wan is 198.18.2N.2 on a carrier link to
+``<name>-cgnN`` (198.18.2N.1), the carrier-grade NAT whose wan keeps the site's public address 198.18.1N.2::
+
+    <name>-b   198.18.2.2 --lan-- <name>-natb  wan 198.18.22.2 --lan 198.18.22.1-- <name>-cgnb  wan 198.18.12.2 -- ...
+
+``--path-length N`` is the number of routers between two (outermost) NATs: the hub (``inet``) plus a chain of
+routers on each site's side. With one hub, sites a and b get chains of ``ceil((N-1)/2)`` and ``floor((N-1)/2)``
+routers and c the same as b, so a<->b and a<->c have exactly N routers and b<->c has N (odd N) or N-1 (even N).
 
 Everything lives in 198.18.0.0/16; tunnel (payload) addresses use 198.19.0.0/16.
 """
@@ -22,8 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # on PYTHONPATH, a checkout imports in the namespaces
-NatKind = Literal["eim", "eim-bare", "symmetric", "none"]
-NAT_KINDS: tuple[NatKind, ...] = ("eim", "eim-bare", "symmetric", "none")
+NatKind = Literal["eim", "eim-bare", "eif", "symmetric", "double", "none"]
+NAT_KINDS: tuple[NatKind, ...] = ("eim", "eim-bare", "eif", "symmetric", "double", "none")
 SITES = ("a", "b", "c")
 SITE_USERS = {"a": "alice", "b": "bob", "c": "carol"}
 DEFAULT_NAT: dict[str, NatKind] = {"a": "eim", "b": "eim", "c": "symmetric"}
@@ -32,6 +38,10 @@ MAX_PATH_LENGTH = 39  # chain link subnets are numbered 198.18.(100 + 20*i + j).
 STUN_PRIMARY = ("198.18.0.10", 3478)
 STUN_ALTERNATE = ("198.18.0.11", 3479)
 STUN_PLAIN = ("198.18.0.10", 3480)  # an ordinary STUN server (one address: no RFC 5780, as most public ones)
+TURN_SERVER = ("198.18.0.12", 3478)  # coturn, long-term credentials (one user per site user), realm TURN_REALM
+TURN_REST_SERVER = ("198.18.0.12", 3479)  # coturn, TURN REST shared secret (use-auth-secret)
+TURN_REALM = "plexus.test"
+TURN_RELAY_PORTS = {"turn": (49152, 49499), "turn-rest": (49500, 49999)}  # relayed ports on TURN_SERVER's address
 MAIL_HOST = "198.18.0.25"  # IMAPS 993 (IDLE), submission 465 (implicit TLS) and 587 (STARTTLS)
 MAIL_HOST_NO_IDLE = "198.18.0.26"  # the same server, but its IMAP CAPABILITY does not offer IDLE
 MAIL_DOMAIN = "plexus.test"
@@ -66,6 +76,16 @@ def nat_outside_address(site: str) -> str:
 
 def outside_subnet(site: str) -> str:
     return f"198.18.1{site_index(site)}.0/24"
+
+
+def home_wan_address(site: str) -> str:
+    """NAT kind ``double``: the home NAT's wan address, on the carrier link below the carrier-grade NAT."""
+    return f"198.18.2{site_index(site)}.2"
+
+
+def carrier_gateway(site: str) -> str:
+    """NAT kind ``double``: the carrier-grade NAT's inside (lan) address, the home NAT's gateway."""
+    return f"198.18.2{site_index(site)}.1"
 
 
 def chain_subnet_prefix(site: str, hop: int) -> str:
@@ -115,6 +135,21 @@ class Topology:
     def nat_ns(self, site: str) -> str:
         return f"{self.name}-nat{site}"
 
+    def double(self, site: str) -> bool:
+        return self.nat.get(site) == "double"
+
+    def cgn_ns(self, site: str) -> str:
+        """The carrier-grade NAT above the home NAT of a site of kind ``double``."""
+        return f"{self.name}-cgn{site}"
+
+    def nat_namespaces(self, site: str) -> list[str]:
+        """The site's NATs, outermost first: ``[cgn, nat]`` for kind ``double``, else ``[nat]``."""
+        return [self.cgn_ns(site), self.nat_ns(site)] if self.double(site) else [self.nat_ns(site)]
+
+    def outer_nat_ns(self, site: str) -> str:
+        """The NAT whose wan has the site's public address (``nat_outside_address``)."""
+        return self.nat_namespaces(site)[0]
+
     def router_ns(self, site: str, hop: int) -> str:
         return f"{self.name}-r{site}{hop}"
 
@@ -129,11 +164,12 @@ class Topology:
         """Every namespace in creation order (the hub and servers first)."""
         names = [self.ns("inet"), self.ns("srv")]
         for site in SITES:
-            names += [*reversed(self.routers(site)), self.nat_ns(site), self.ns(site)]
+            names += [*reversed(self.routers(site)), *self.nat_namespaces(site), self.ns(site)]
         return names
 
     def forwarding_namespaces(self) -> list[str]:
-        return [self.ns("inet"), *(r for s in SITES for r in self.routers(s)), *(self.nat_ns(s) for s in SITES)]
+        return [self.ns("inet"), *(r for s in SITES for r in self.routers(s)),
+                *(ns for s in SITES for ns in self.nat_namespaces(s))]
 
     # wiring -------------------------------------------------------------------------------------------------
     def links(self) -> list[Link]:
@@ -148,15 +184,18 @@ class Topology:
                 links.append(Link(upper, upper_if, f"{prefix}.1/24", router, "hub", f"{prefix}.2/24"))
                 upper, upper_if = router, "edge"
             out = outside_subnet(site).rsplit(".", 1)[0]
-            links.append(Link(upper, upper_if, f"{out}.1/24", self.nat_ns(site), "wan",
+            links.append(Link(upper, upper_if, f"{out}.1/24", self.outer_nat_ns(site), "wan",
                               f"{nat_outside_address(site)}/24"))
+            if self.double(site):
+                links.append(Link(self.cgn_ns(site), "lan", f"{carrier_gateway(site)}/24", self.nat_ns(site), "wan",
+                                  f"{home_wan_address(site)}/24"))
             links.append(Link(self.nat_ns(site), "lan", f"{lan_gateway(site)}/24", self.ns(site), "eth0",
                               f"{host_address(site)}/24"))
         return links
 
     def server_addresses(self) -> list[str]:
         """Addresses added to srv's eth0 beyond the first."""
-        return [STUN_ALTERNATE[0], MAIL_HOST, MAIL_HOST_NO_IDLE]
+        return [STUN_ALTERNATE[0], TURN_SERVER[0], MAIL_HOST, MAIL_HOST_NO_IDLE]
 
     def routes(self) -> list[Route]:
         inet, srv = self.ns("inet"), self.ns("srv")
@@ -173,12 +212,26 @@ class Topology:
                 below = chain_subnet_prefix(site, hop - 1) + ".2" if hop > 1 else nat_outside_address(site)
                 routes += [Route(router, prefix, below) for prefix in site_prefixes
                            if hop > 1 or prefix != outside_subnet(site)]
-            routes.append(Route(self.nat_ns(site), "default", f"198.18.1{site_index(site)}.1"))
+            routes.append(Route(self.outer_nat_ns(site), "default", f"198.18.1{site_index(site)}.1"))
+            if self.double(site):
+                routes.append(Route(self.cgn_ns(site), lan_subnet(site), home_wan_address(site)))
+                routes.append(Route(self.nat_ns(site), "default", carrier_gateway(site)))
             routes.append(Route(self.ns(site), "default", lan_gateway(site)))
         return routes
 
-    def punch_hops(self) -> int:
-        """TTL of the opening packets: our NAT forwards a packet with TTL >= 2 (leaving 1), the first router
-        beyond it drops it (TTL 0). So 2 opens our own NAT and never reaches the peer's NAT, whatever N >= 1;
-        any t with 2 <= t <= N+1 would do, 2 keeps the margin largest."""
-        return 2
+    def nat_hops(self, site: str) -> int:
+        """Forwarding hops between a site host and the first router beyond its NATs: 2 for ``double``, else 1."""
+        return len(self.nat_namespaces(site))
+
+    def punch_hops(self, site: str) -> int:
+        """TTL of ``site``'s opening packets. Each of our m NATs (``nat_hops``: 1, or 2 for ``double``) forwards
+        a packet arriving with TTL >= 2 and takes one; the first router beyond them drops it (TTL 0). The N
+        routers of ``path_length`` all lie between the outermost NATs, so any t with m+1 <= t <= m+N opens all
+        our NATs and never reaches the peer's; m+1 (2, or 3 behind a double NAT) keeps the margin largest,
+        whatever N >= 1."""
+        return self.nat_hops(site) + 1
+
+
+def possible_namespaces(name: str) -> list[str]:
+    """Every namespace a lab called ``name`` could have (longest path, every site behind a double NAT)."""
+    return Topology(name, MAX_PATH_LENGTH, {site: "double" for site in SITES}).namespaces()
