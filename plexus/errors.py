@@ -44,6 +44,11 @@ class PunchError(PlexusError):
     exit_code = 5
 
 
+class RelayError(PunchError):
+    """The TURN relay could not be used: no answer, credentials refused, allocation lost (exit 5, a path
+    failure like a punch that failed)."""
+
+
 class LaunchError(PlexusError):
     """The payload could not be rendered or started."""
 

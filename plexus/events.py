@@ -13,7 +13,7 @@ Status = Literal["start", "ok", "fail", "stopped", "info", "warn"]  # stopped: c
 
 # Phases of `plexus up`, in pipeline order (the live view shows them in this order). "mailbox" / "rendezvous":
 # connecting the email / any other carrier; "session": the outcome of one peer's session (failed, restarted).
-Phase = Literal["profile", "nat", "mailbox", "rendezvous", "offer-sent", "offer-received", "punch", "launch",
+Phase = Literal["profile", "nat", "relay", "mailbox", "rendezvous", "offer-sent", "offer-received", "punch", "launch",
                 "payload", "session"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 

@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 from plexus.profile.model import Endpoint
 
 Address = tuple[str, int]
 Listener = Callable[[bytes, Address], bool]
+
+
+class DatagramPort(Protocol):
+    """What the punch needs of a port: a ``UdpPort``, or a TURN allocation (``plexus.relay.Allocation``)."""
+
+    def add_listener(self, listener: Listener) -> None: ...
+
+    def remove_listener(self, listener: Listener) -> None: ...
+
+    def sendto(self, data: bytes, addr: Address, ttl: int | None = None) -> None: ...
 
 
 class _Protocol(asyncio.DatagramProtocol):

@@ -111,4 +111,6 @@ def _print_table(report: NatReport) -> None:
     table.add_row("hole punching", f"{verdict}, because {reason}", ms("total"))
     if still_works:
         table.add_row("what still works", still_works[:1].upper() + still_works[1:], "")
+    paths = "\n".join(f"to {peer}: {path}" for peer, path in data["paths"].items())
+    table.add_row("plexus up", paths, "")
     Console().print(table)

@@ -49,6 +49,8 @@ class NatReport:
         return f"hole punching: {'possible' if self.punchable else 'not possible'}, because {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
+        from plexus.punch.paths import paths_from  # the path rules live with the punch
+
         def endpoint(address: Address | None) -> str | None:
             return None if address is None else str(Endpoint(address[0], address[1]))
 
@@ -58,6 +60,7 @@ class NatReport:
             "hairpin": self.hairpin, "punchable": self.punchable, "verdict": self.verdict,
             "server": str(self.server), "other": endpoint(self.other),
             "timings_ms": {name: round(seconds * 1000, 2) for name, seconds in self.timings.items()},
+            "paths": paths_from(self.mapping, self.filtering),
         }
 
 
@@ -68,7 +71,7 @@ async def full_report(stun: Stun, bind: Endpoint | None = None) -> NatReport:
     bind = bind or stun.bind
     started = time.monotonic()
     async with await UdpPort.bind(bind) as port:
-        filtering_task = asyncio.create_task(_timed(_filtering(stun, Endpoint(bind.host, 0))))
+        filtering_task = asyncio.create_task(_timed(measure_filtering(stun, Endpoint(bind.host, 0))))
         try:
             discovery = await discover(port, stun)
             hairpin, hairpin_time = await _timed(_hairpin(port, stun, discovery))
@@ -90,7 +93,7 @@ async def _timed(work: Awaitable[T]) -> tuple[T, float]:
     return result, time.monotonic() - started
 
 
-async def _filtering(stun: Stun, bind: Endpoint) -> Filtering | None:
+async def measure_filtering(stun: Stun, bind: Endpoint) -> Filtering | None:
     """RFC 5780 §4.4 from a fresh port: a plain Binding opens the NAT toward the primary address; then the
     server is asked to answer from its alternate IP and port (endpoint-independent filtering if that arrives)
     and, at the same time, from its alternate port only (address-dependent if only that arrives)."""

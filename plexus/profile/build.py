@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from plexus.profile.model import (
     Peer,
     Profile,
     Punch,
+    Relay,
     Rendezvous,
     SecretRef,
     Stun,
+    TurnServer,
 )
 from plexus.profile.problems import FieldPath
 
@@ -82,6 +85,7 @@ def build_profile(document: Document, warnings: tuple[str, ...]) -> Profile:
     pu = data.get("punch", {})
     punch = Punch(hops=pu.get("hops", 7), timeout=seconds(pu, "timeout", 30.0),
                   interval=seconds(pu, "interval", 0.05))
+    relay = _relay(document, data.get("relay"), path)
     pl = data["payload"]
     template = pl["template"]
     if "/" in template or template.startswith("."):  # a path: relative to the file that wrote it
@@ -89,8 +93,25 @@ def build_profile(document: Document, warnings: tuple[str, ...]) -> Profile:
     payload = Payload(template=template, vars=dict(pl.get("vars", {})), restart=pl.get("restart", "never"),
                       max_restarts=pl.get("max_restarts", 10), restart_delay=seconds(pl, "restart_delay", 1.0))
     return Profile(name=_name(document.path), host=host, role=data["role"], peers=peers, rendezvous=rendezvous,
-                   stun=stun, payload=payload, punch=punch, version=data.get("version", 1),
+                   stun=stun, payload=payload, punch=punch, relay=relay, version=data.get("version", 1),
                    path=document.path.resolve(), warnings=warnings)
+
+
+def _relay(document: Document, section: dict[str, Any] | None,
+           path: Callable[[FieldPath, str | None], Path | None]) -> Relay:
+    if section is None:
+        return Relay()  # no relay of ours; the peer's may still be used
+    servers = []
+    for index, server in enumerate(section.get("servers", [])):
+        where = ("relay", "servers", index)
+        host, port, transport = TurnServer.parse_url(server["url"])
+        servers.append(TurnServer(
+            url=server["url"], host=host, port=port, transport=transport, username=server.get("username"),
+            password=_secret(document, (*where, "password"), server["password"]) if "password" in server else None,
+            secret=_secret(document, (*where, "secret"), server["secret"]) if "secret" in server else None,
+            ca=path((*where, "ca"), server.get("ca"))))
+    lifetime = parse_duration(section["lifetime"]) if "lifetime" in section else 600.0
+    return Relay(servers=tuple(servers), policy=section.get("policy", "fallback"), lifetime=lifetime)
 
 
 def _secret(document: Document, where: FieldPath, value: str | dict[str, Any]) -> SecretRef:

@@ -4,6 +4,7 @@ right type, so that a value the schema already rejected gives one problem, not t
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from plexus.profile.document import Document
@@ -17,7 +18,9 @@ DURATIONS: tuple[tuple[FieldPath, bool], ...] = (  # path, may be zero
     (("rendezvous", "timeout"), False), (("rendezvous", "max_age"), False), (("rendezvous", "skew"), True),
     (("rendezvous", "email", "imap", "poll"), False), (("stun", "timeout"), False), (("stun", "rto"), False),
     (("punch", "timeout"), False), (("punch", "interval"), False), (("payload", "restart_delay"), True),
+    (("relay", "lifetime"), False),
 )
+_TURN_URL = re.compile(r"^turns?:(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]?]+)(:[0-9]{1,5})?(\?transport=(udp|tcp))?$")  # schema
 _ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$")  # as in the schema
 
 
@@ -29,6 +32,7 @@ def check_all(document: Document, *, base: bool = False) -> None:
     if not base:
         check_authentication(document)
         check_rendezvous(document)
+        check_relay(document)
     check_files(document)
     check_template(document, base=base)
 
@@ -166,3 +170,39 @@ def check_rendezvous(document: Document) -> None:
                              "mailbox address", "add address: peer@example.org")
 
 
+
+
+def check_relay(document: Document) -> None:
+    from plexus.profile.model import TurnServer
+
+    relay = get(document.data, ("relay",), dict)
+    if relay is None:
+        return
+    servers = get(relay, ("servers",), list)
+    if not servers and relay.get("policy", "fallback") != "never":
+        document.problem(("relay",), "names no TURN server: add relay.servers, or set policy: never",
+                         "servers: [{url: turn:turn.example.org:3478, username: ..., password: {env: ...}}]")
+    for index, server in enumerate(servers or []):
+        if not isinstance(server, dict):
+            continue
+        where: FieldPath = ("relay", "servers", index)
+        url = get(server, ("url",), str)
+        if url is not None and _TURN_URL.match(url):
+            try:
+                TurnServer.parse_url(url)
+            except ValueError as error:
+                document.problem((*where, "url"), str(error))
+        long_term = "username" in server or "password" in server
+        if long_term and "secret" in server:
+            document.problem(where, "gives both long-term credentials (username, password) and a REST secret",
+                             "keep one: username + password, or secret")
+        elif "secret" not in server and not ("username" in server and "password" in server):
+            missing = "password" if "username" in server else "username"
+            document.problem((*where, missing) if long_term else where,
+                             "missing: the TURN server needs a username and a password, or a REST secret",
+                             "add username: NAME and password: {env: PLEXUS_TURN_PASSWORD}")
+    lifetime = get(relay, ("lifetime",), str)
+    if lifetime is not None:
+        with contextlib.suppress(ValueError):
+            if not 60 <= parse_duration(lifetime) <= 3600:
+                document.problem(("relay", "lifetime"), "must be between 1m and 1h (TURN servers cap it at 1h)")

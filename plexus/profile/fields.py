@@ -39,8 +39,11 @@ def peers(data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 
 
 def secret_paths(data: Any) -> list[FieldPath]:
-    """Where the profile may hold secrets: the mail password, the profile's and each peer's pre-shared key."""
-    return [*SECRETS, *((("peers", index, "psk")) for index, _ in peers(data))]
+    """Where the profile may hold secrets: the mail password, the profile's and each peer's pre-shared key,
+    the TURN servers' passwords and shared secrets."""
+    turn = get(data, ("relay", "servers"), list) or []
+    return [*SECRETS, *((("peers", index, "psk")) for index, _ in peers(data)),
+            *(("relay", "servers", index, name) for index in range(len(turn)) for name in ("password", "secret"))]
 
 
 def readable_file(document: Document, path: FieldPath, text: str, what: str) -> Path | None:

@@ -32,6 +32,8 @@ def check_files(document: Document) -> None:
         if cert is not None and method == "smime" and not _is_rsa(cert):
             document.problem(("peers", index, "certificate"), "S/MIME can only encrypt to an RSA certificate",
                              "give this peer an RSA certificate")
+    for index, _server in enumerate(get(data, ("relay", "servers"), list) or []):
+        _certificate_at(document, ("relay", "servers", index, "ca"), "CA certificate", many=True)
     for secret in secret_paths(data):
         text = get(data, (*secret, "file"), str)
         if text is not None:

@@ -17,6 +17,8 @@ Role = Literal["accept", "initiate"]
 RestartPolicy = Literal["never", "on-failure", "always"]
 AuthMethod = Literal["smime", "psk", "none"]
 TlsMode = Literal["implicit", "starttls"]
+RelayPolicy = Literal["fallback", "always", "never"]
+TurnTransport = Literal["udp", "tcp", "tls"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,51 @@ class Punch:
 
 
 @dataclass(frozen=True)
+class TurnServer:
+    """One TURN server (RFC 8656) and how to log in: long-term credentials, or a TURN REST shared secret."""
+
+    url: str  # as written: turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]
+    host: str
+    port: int
+    transport: TurnTransport = "udp"
+    username: str | None = None
+    password: SecretRef | None = None
+    secret: SecretRef | None = None  # REST scheme: time-limited username "<expiry>:<host id>"
+    ca: Path | None = None  # turns: an extra CA for the server's certificate
+
+    @classmethod
+    def parse_url(cls, url: str) -> tuple[str, int, TurnTransport]:
+        """Host, port and transport of an RFC 7065 TURN URI (ValueError with the reason)."""
+        scheme, _, rest = url.partition(":")
+        if scheme not in ("turn", "turns"):
+            raise ValueError(f"{url!r} is not a TURN URI (turn:HOST[:PORT] or turns:HOST[:PORT])")
+        rest, _, query = rest.partition("?")
+        transport: TurnTransport = "tls" if scheme == "turns" else "udp"
+        if query:
+            if query not in ("transport=udp", "transport=tcp"):
+                raise ValueError(f"{url!r}: the query may only be transport=udp or transport=tcp")
+            if scheme == "turns" and query == "transport=udp":
+                raise ValueError(f"{url!r}: turns (TLS) runs over TCP (DTLS is not supported)")
+            if scheme == "turn":
+                transport = "tcp" if query == "transport=tcp" else "udp"
+        endpoint = Endpoint.parse(rest, default_port=5349 if scheme == "turns" else 3478)
+        if endpoint.port == 0:
+            raise ValueError(f"{url!r}: port 0 is not a server port")
+        return endpoint.host, endpoint.port, transport
+
+
+@dataclass(frozen=True)
+class Relay:
+    servers: tuple[TurnServer, ...] = ()
+    policy: RelayPolicy = "fallback"
+    lifetime: float = 600.0  # requested allocation lifetime (refreshed while in use)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.servers) and self.policy != "never"
+
+
+@dataclass(frozen=True)
 class Payload:
     template: str  # built-in name, user template name, or a path to a template directory
     vars: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +247,7 @@ class Profile:
     stun: Stun
     payload: Payload
     punch: Punch = Punch()
+    relay: Relay = Relay()
     version: int = 1
     path: Path | None = None  # the YAML file it came from
     warnings: tuple[str, ...] = ()  # e.g. inline secrets, authentication: none

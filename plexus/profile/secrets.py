@@ -58,6 +58,8 @@ def _refs(profile: Profile) -> Iterator[SecretRef]:
     """The secrets ``plexus up`` will resolve (as ``EmailCarrier`` and ``authenticator_for`` do)."""
     if profile.rendezvous.email is not None:
         yield profile.rendezvous.email.password
+    if profile.relay.usable:
+        yield from (ref for server in profile.relay.servers for ref in (server.password, server.secret) if ref)
     auth = profile.rendezvous.authentication
     if auth.method == "psk":
         yield from (peer.psk for peer in profile.peers if peer.psk is not None)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from plexus.errors import PunchError
 from plexus.punch import packet as pk
-from plexus.udp import Address, UdpPort
+from plexus.udp import Address, DatagramPort
 
 log = logging.getLogger("plexus.punch")
 
@@ -69,7 +69,7 @@ class Opener:
     """TTL-limited opening packets toward the peer, started before our answer goes out and kept going until
     the handshake takes over (they also refresh the mapping while the answer travels)."""
 
-    def __init__(self, port: UdpPort, peer: Address, hops: int, interval: float, limit: float = 60.0) -> None:
+    def __init__(self, port: DatagramPort, peer: Address, hops: int, interval: float, limit: float = 60.0) -> None:
         self._port, self._peer, self._hops, self._interval, self._limit = port, peer, hops, interval, limit
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -94,7 +94,7 @@ class Opener:
             self._task = None
 
 
-async def handshake(port: UdpPort, peer: Address, secret: bytes, session_id: bytes, *, accepting: bool,
+async def handshake(port: DatagramPort, peer: Address, secret: bytes, session_id: bytes, *, accepting: bool,
                     hops: int, timeout: float, interval: float = 0.05, opener: Opener | None = None,
                     lead: bool = False, quiet: bool = False, spray: Spray | None = None) -> PunchResult:
     """Run the handshake on ``port`` with ``peer``; PunchError after ``timeout`` seconds without success.

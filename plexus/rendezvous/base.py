@@ -26,6 +26,9 @@ class LocalOffer:
     endpoint: tuple[str, int]  # our outer (public) endpoint, from STUN
     nat: Mapping  # our mapping behaviour, e.g. "endpoint-independent"
     exports: dict[str, str] = field(default_factory=dict)  # public values of our payload (e.g. a WG public key)
+    filtering: str | None = None  # our NAT's filtering behaviour, if measured
+    relay: tuple[str, int] | None = None  # our TURN relayed address, if we allocated one
+    path: str | None = None  # invite: "relayed" (required) or "direct" (never relay); accept: the path chosen
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class Agreement:
     peer_exports: dict[str, str]
     secret: bytes  # 32 bytes; only the two peers can derive it
     session_id: bytes  # 8 bytes, the same on both sides, distinct per session
+    peer_filtering: str | None = None
+    peer_relay: tuple[str, int] | None = None  # the peer's relayed address: send there
+    peer_path: str | None = None  # the path the peer asked for (invite) or chose (accept)
 
     def __repr__(self) -> str:  # never show the secret
         return (f"Agreement(peer={self.peer.id!r}, role={self.role!r}, peer_endpoint={self.peer_endpoint}, "
@@ -56,6 +62,9 @@ class Invite:
     exports: dict[str, str] = field(default_factory=dict)  # the peer's payload values
     nonce: bytes = field(default=b"", repr=False)  # the invite's nonce (the answer refers to it)
     key: bytes = field(default=b"", repr=False)  # the peer's ephemeral X25519 public key
+    filtering: str | None = None
+    relay: tuple[str, int] | None = None  # the peer's relayed address
+    path: str | None = None  # "relayed": the peer needs the relay; "direct": it never relays
 
 
 class PeerRefused(RendezvousError):

@@ -133,7 +133,7 @@ class OfferExchange:
         keys = derive(shared, invite.nonce, offer.nonce, invite.peer.id, self.profile.host.id)
         await self._send(invite.peer, offer)
         return Agreement(invite.peer, "accept", invite.endpoint, invite.nat, dict(invite.exports), keys.secret,
-                         keys.session_id)
+                         keys.session_id, invite.filtering, invite.relay, invite.path)
 
     async def refuse(self, invite: Invite, reason: str) -> None:
         await self._send(invite.peer, self._refusal(invite.peer, reason, invite.nonce))
@@ -144,7 +144,8 @@ class OfferExchange:
                reply_to: bytes | None = None) -> Offer:
         return Offer(kind=kind, sender=self.profile.host.id, recipient=peer.id,  # type: ignore[arg-type]
                      nonce=Offer.new_nonce(), time=time.time(), endpoint=local.endpoint, nat=local.nat,
-                     key=ephemeral.public, exports=dict(local.exports), reply_to=reply_to)
+                     filtering=local.filtering, relay=local.relay, path=local.path, key=ephemeral.public,
+                     exports=dict(local.exports), reply_to=reply_to)
 
     def _refusal(self, peer: Peer, reason: str, reply_to: bytes | None) -> Offer:
         return Offer(kind="refuse", sender=self.profile.host.id, recipient=peer.id, nonce=Offer.new_nonce(),
@@ -225,14 +226,15 @@ class OfferExchange:
             return drop(f"accept from {peer.id!r} carries an unusable key")
         keys = derive(shared, offer.reply_to or b"", offer.nonce, self.profile.host.id, peer.id)
         waiting.future.set_result(Agreement(peer, "initiate", offer.endpoint, offer.nat, dict(offer.exports),
-                                            keys.secret, keys.session_id))
+                                            keys.secret, keys.session_id, offer.filtering, offer.relay,
+                                            offer.path))
         return None
 
     def _queue_invite(self, peer: Peer, offer: Offer, drop: Callable[[str], None]) -> None:
         if offer.kind == "invite":
             assert offer.key is not None and offer.endpoint is not None and offer.nat is not None
             invite = Invite(peer, offer.endpoint, offer.nat, exports=dict(offer.exports), nonce=offer.nonce,
-                            key=offer.key)
+                            key=offer.key, filtering=offer.filtering, relay=offer.relay, path=offer.path)
         else:
             invite = Invite(peer, ("0.0.0.0", 0), "", refusal=offer.reason, nonce=offer.nonce)
         try:

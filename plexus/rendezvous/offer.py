@@ -29,6 +29,9 @@ MAX_REASON = 500
 
 Kind = Literal["invite", "accept", "refuse"]
 KINDS: tuple[Kind, ...] = ("invite", "accept", "refuse")
+# invite: "relayed" = the relay is required (policy always, or the direct punch failed), "direct" = never relay;
+# accept: the path the acceptor chose. Absent: no preference (invite), direct (accept).
+PATHS = ("direct", "probed", "relayed")
 
 
 class OfferError(ValueError):
@@ -48,6 +51,9 @@ class Offer:
     exports: dict[str, str] = field(default_factory=dict)  # the payload's public values
     reply_to: bytes | None = None  # nonce of the invite being answered (accept; refuse as an answer)
     reason: str | None = None  # why (refuse)
+    filtering: str | None = None  # sender's NAT filtering behaviour, when it measured it (invite, accept)
+    relay: tuple[str, int] | None = None  # sender's TURN relayed address: the peer sends there (invite, accept)
+    path: str | None = None  # see PATHS
 
     @staticmethod
     def new_nonce() -> bytes:
@@ -62,6 +68,12 @@ class Offer:
             document["endpoint"] = [self.endpoint[0], self.endpoint[1]]
         if self.nat is not None:
             document["nat"] = self.nat
+        if self.filtering is not None:
+            document["filtering"] = self.filtering
+        if self.relay is not None:
+            document["relay"] = [self.relay[0], self.relay[1]]
+        if self.path is not None:
+            document["path"] = self.path
         if self.key is not None:
             document["key"] = _b64(self.key)
         if self.exports:
@@ -92,8 +104,8 @@ class Offer:
     def _from_document(cls, document: dict[str, Any]) -> Offer:
         if document.get("plexus") != VERSION or type(document.get("plexus")) is not int:
             raise OfferError(f"unsupported version {document.get('plexus')!r} (this plexus speaks {VERSION})")
-        allowed = {"plexus", "kind", "from", "to", "nonce", "time", "endpoint", "nat", "key", "exports",
-                   "reply_to", "reason"}
+        allowed = {"plexus", "kind", "from", "to", "nonce", "time", "endpoint", "nat", "filtering", "relay", "path",
+                   "key", "exports", "reply_to", "reason"}
         unknown = sorted(set(document) - allowed)
         if unknown:
             raise OfferError(f"unknown field {unknown[0]!r}")
@@ -106,8 +118,11 @@ class Offer:
             recipient=_identifier(document, "to"),
             nonce=_bytes_field(document, "nonce", NONCE_BYTES, required=True),  # type: ignore[arg-type]
             time=_time(document),
-            endpoint=_endpoint(document),
+            endpoint=_endpoint(document, "endpoint"),
             nat=_text(document, "nat", 64),
+            filtering=_text(document, "filtering", 64),
+            relay=_endpoint(document, "relay"),
+            path=_text(document, "path", 16),
             key=_bytes_field(document, "key", KEY_BYTES),
             exports=_exports(document),
             reply_to=_bytes_field(document, "reply_to", NONCE_BYTES),
@@ -127,6 +142,10 @@ class Offer:
             raise OfferError("invite with reply_to")
         if self.kind == "refuse" and self.reason is None:
             raise OfferError("refuse without reason")
+        if self.path is not None and self.path not in PATHS:
+            raise OfferError(f"'path' must be one of {', '.join(PATHS)}")
+        if self.kind == "refuse" and (self.relay is not None or self.path is not None):
+            raise OfferError("refuse with relay or path")
 
 
 def _b64(data: bytes) -> str:
@@ -186,17 +205,17 @@ def _time(document: dict[str, Any]) -> float:
     return float(value)
 
 
-def _endpoint(document: dict[str, Any]) -> tuple[str, int] | None:
-    value = document.get("endpoint")
+def _endpoint(document: dict[str, Any], name: str) -> tuple[str, int] | None:
+    value = document.get(name)
     if value is None:
         return None
     if (not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str)
             or type(value[1]) is not int or not 0 < value[1] <= 65535):
-        raise OfferError("'endpoint' must be [ip, port]")
+        raise OfferError(f"{name!r} must be [ip, port]")
     try:
         address = ipaddress.ip_address(value[0])
     except ValueError:
-        raise OfferError(f"'endpoint' address {value[0][:60]!r} is not an IP address") from None
+        raise OfferError(f"{name!r} address {value[0][:60]!r} is not an IP address") from None
     return (str(address), value[1])
 
 

@@ -86,7 +86,7 @@ async def test_a_fixed_port_acceptor_refuses_a_second_peer_while_one_is_connecte
     from dataclasses import replace
 
     from plexus.profile.model import Endpoint
-    from plexus.session import _fixed_port_busy
+    from plexus.session.accept import fixed_port_busy as _fixed_port_busy
 
     profile = load(examples / "home-server.yaml")
     fixed = replace(profile, stun=replace(profile.stun, bind=Endpoint("0.0.0.0", 4500)))
