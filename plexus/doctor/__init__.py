@@ -2,9 +2,9 @@
 
 Profile valid; SMTP reachable with verified TLS and the login accepted; IMAP opened as the inbox opens it, plus
 IDLE; the authentication material (S/MIME certificate and key match, validity, peer certificates; or the PSK);
-the DHT identity and bootstrap nodes; STUN reachable and the NAT suitable for punching; the payload program
-installed. A failure is one line saying what to fix; nothing here prints a traceback. The command itself (a
-table or JSON) is ``plexus.cli.doctor``.
+the DHT identity and bootstrap nodes; STUN reachable and the NAT suitable for punching; each TURN relay grants
+an allocation; the payload program installed. A failure is one line saying what to fix; nothing here prints a
+traceback. The command itself (a table or JSON) is ``plexus.cli.doctor``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from plexus.doctor.auth import check_authentication
 from plexus.doctor.check import Check, Status
 from plexus.doctor.local import check_payload, check_stun
 from plexus.doctor.mail import check_imap, check_smtp
+from plexus.doctor.relay import check_relay
 from plexus.errors import PlexusError
 from plexus.profile.model import Profile
 
-__all__ = ["Check", "Status", "check_authentication", "check_dht", "check_imap", "check_payload", "check_smtp",
-           "check_stun", "run_checks"]
+__all__ = ["Check", "Status", "check_authentication", "check_dht", "check_imap", "check_payload", "check_relay",
+           "check_smtp", "check_stun", "run_checks"]
 
 
 async def check_dht(profile: Profile) -> list[Check]:
@@ -63,11 +64,11 @@ async def run_checks(profile_name: str) -> list[Check]:
                             "add rendezvous.email"))
     if profile.rendezvous.dht is not None:
         network.append(check_dht(profile))
-    network.append(check_stun(profile))
+    network += [check_relay(profile), check_stun(profile)]
     results = await asyncio.gather(*network)
-    for result in results[:-1]:
+    for result in results[:-2]:
         checks += result
     checks += await check_authentication(profile)
-    checks += results[-1]
+    checks += results[-1] + results[-2]
     checks += check_payload(profile)
     return checks

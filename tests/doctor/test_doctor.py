@@ -33,6 +33,8 @@ def test_lab_profile_passes(site_run: Any) -> None:
                  "S/MIME certificate", "S/MIME CA", "peer bob certificate", "STUN", "NAT", "payload program"):
         assert checks[name]["status"] in ("ok", "warn"), checks[name]  # warn: the lab's certs live 30 days
     assert checks["IMAP IDLE"]["status"] == "ok" and "TLS verified" in checks["IMAP server"]["detail"]
+    turn = checks["TURN turn:198.18.0.12:3478"]
+    assert turn["status"] == "ok" and "relayed address 198.18.0.12:" in turn["detail"], turn
     human = site_run("a", [*DOCTOR, "bob"], timeout=60)
     assert human.returncode == 0 and "SMTP login" in human.stdout
 
@@ -44,6 +46,14 @@ def test_wrong_password_is_one_line(site_run: Any) -> None:
     assert checks["SMTP login"]["status"] == "fail" and "rejected the login 'alice'" in checks["SMTP login"]["detail"]
     assert checks["IMAP login"]["status"] == "fail" and "password" in checks["IMAP login"]["fix"]
     assert "\n" not in checks["IMAP login"]["detail"]
+
+
+def test_wrong_turn_password_is_one_line(site_run: Any) -> None:
+    code, report, _ = doctor(site_run, "a", "bob", env={"PLEXUS_TURN_PASSWORD": "not-the-password"})
+    turn = rows(report)["TURN turn:198.18.0.12:3478"]
+    assert code == 1 and turn["status"] == "fail", turn
+    assert turn["detail"] == "turn:198.18.0.12:3478 refused our credentials (401 Unauthorized)"
+    assert "username and password" in turn["fix"] and "not-the-password" not in json.dumps(report)
 
 
 def test_unreachable_server_and_untrusted_certificate(lab: Any, site_run: Any, tmp_path: Path) -> None:

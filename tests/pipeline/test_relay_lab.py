@@ -4,6 +4,7 @@ and it fails cleanly with wrong credentials. The allocation is gone once plexus 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -94,6 +95,13 @@ def test_relayed_wireguard_handshake_and_ping(lab: Any, lab_settings: Any, site_
     assert shown.returncode == 0 and any(int(line.split()[-1]) > 0 for line in shown.stdout.splitlines()), \
         shown.stdout
     assert relayed_punches(bob) and relayed_punches(carol)
+    server = site_spawn("b", ["iperf3", "-s", "-1", "-B", "198.19.0.2"])
+    time.sleep(0.5)
+    done = site_run("c", ["iperf3", "-c", "198.19.0.2", "-t", "1", "-J"], timeout=30)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    received = json.loads(done.stdout)["end"]["sum_received"]
+    assert received["bytes"] > 1_000_000, received  # TCP through WireGuard through the relay
+    server.wait(timeout=10)
 
 
 def test_rest_shared_secret_credentials(lab: Any, lab_settings: Any, site_spawn: Any, site_run: Any) -> None:
