@@ -31,6 +31,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "PunchError",
+    "RelayError",
     "RendezvousError",
     "Reporter",
     "__version__",
@@ -49,11 +50,20 @@ _WHERE = {
     "Reporter": ("plexus.events", "Reporter"),
     "Carrier": ("plexus.rendezvous.base", "Carrier"),
     **{name: ("plexus.errors", name) for name in ("PlexusError", "ProfileError", "NatError", "RendezvousError",
-                                                 "PunchError", "LaunchError", "LabError")},
+                                                 "PunchError", "RelayError", "LaunchError", "LabError")},
 }
 
 if TYPE_CHECKING:
-    from plexus.errors import LabError, LaunchError, NatError, PlexusError, ProfileError, PunchError, RendezvousError
+    from plexus.errors import (
+        LabError,
+        LaunchError,
+        NatError,
+        PlexusError,
+        ProfileError,
+        PunchError,
+        RelayError,
+        RendezvousError,
+    )
     from plexus.events import Event, Reporter
     from plexus.profile import load as load_profile
     from plexus.profile import validate as validate_profile

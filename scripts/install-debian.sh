@@ -14,7 +14,7 @@ packages=(
   coturn                                              # RFC 5780 STUN server
   dovecot-imapd dovecot-lmtpd dovecot-submissiond opensmtpd   # the lab's mail server
   openvpn wireguard-tools wireguard-go socat          # payloads
-  iperf3                                              # throughput through the tunnels (tests, benchmarks)
+  iperf3 openssh-server openssh-client curl           # clients and servers through the tunnels (tests, benchmarks)
   openssl ca-certificates python3 python3-pip python3-venv
 )
 missing=()

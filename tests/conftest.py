@@ -273,3 +273,20 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         except subprocess.TimeoutExpired:
             os.kill(server.pid, signal.SIGKILL)
             server.wait(3)
+
+
+# -- TURN relays on loopback (tests without root) -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Real coturn TURN relays on loopback (``support.turn.TurnServers``): long-term credentials on
+    127.0.0.1:13590 and the TURN REST shared-secret scheme on 127.0.0.1:13591, both relaying to loopback peers.
+    ``.server()`` / ``.rest_server()`` give ``TurnServer``s, ``.live_allocations()`` counts from the log."""
+    from support import turn
+
+    servers = turn.start(tmp_path_factory.mktemp("turn"))
+    try:
+        yield servers
+    finally:
+        servers.stop()

@@ -10,7 +10,8 @@ import sys
 import plexus
 
 API = ["Carrier", "Event", "LabError", "LaunchError", "NatError", "Peer", "PlexusError", "Profile", "ProfileError",
-       "PunchError", "RendezvousError", "Reporter", "__version__", "load_profile", "up", "validate_profile"]
+       "PunchError", "RelayError", "RendezvousError", "Reporter", "__version__", "load_profile", "up",
+       "validate_profile"]
 
 
 def test_the_exported_names_are_pinned() -> None:
@@ -18,6 +19,7 @@ def test_the_exported_names_are_pinned() -> None:
     for name in API:
         assert getattr(plexus, name) is not None, name
     assert issubclass(plexus.PunchError, plexus.PlexusError) and plexus.PunchError.exit_code == 5
+    assert issubclass(plexus.RelayError, plexus.PunchError) and plexus.RelayError.exit_code == 5
     assert set(API) <= set(dir(plexus))
 
 

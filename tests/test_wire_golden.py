@@ -146,8 +146,9 @@ def expected_offer(name: str) -> Offer:
     for field in ("nonce", "key", "reply_to"):
         if field in fields:
             fields[field] = bytes.fromhex(fields[field])
-    if "endpoint" in fields:
-        fields["endpoint"] = tuple(fields["endpoint"])
+    for field in ("endpoint", "relay"):
+        if field in fields:
+            fields[field] = tuple(fields[field])
     return Offer(**fields)
 
 
@@ -182,6 +183,15 @@ def test_the_offer_vectors_are_one_conversation() -> None:
     assert withdraw.kind == "refuse" and withdraw.sender == invite.sender and withdraw.reply_to == invite.nonce
     assert withdraw.reason == "withdrawn: the initiator stopped waiting"
     assert b"\\u00eb" in stored("offer-refuse.json") and stored("offer-refuse.json").isascii()
+
+
+def test_the_relayed_offers_carry_the_path_fields() -> None:
+    """A symmetric initiator that holds a TURN allocation, and the acceptor that chose the relay."""
+    invite, accept = expected_offer("invite-relayed"), expected_offer("accept-relayed")
+    assert invite.relay is not None and invite.path is None and invite.filtering == "address-and-port-dependent"
+    assert accept.path == "relayed" and accept.relay is None and accept.reply_to == invite.nonce
+    assert b'"relay":["' in stored("offer-invite-relayed.json")
+    assert b'"path":"relayed"' in stored("offer-accept-relayed.json")
 
 
 # -- sealed documents --------------------------------------------------------------------------------------------

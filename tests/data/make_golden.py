@@ -101,6 +101,14 @@ def offers() -> dict[str, Offer]:
                                "mapping), so there is no port to punch toward"),
         "withdraw": Offer("refuse", "alice", "bob", bytes(range(0xC0, 0xE0)), T0 + 60.125, reply_to=INVITE_NONCE,
                           reason="withdrawn: the initiator stopped waiting"),
+        # a symmetric initiator holding a TURN allocation: its relayed address, its measured filtering
+        "invite-relayed": Offer("invite", "carol", "bob", bytes(range(0x10, 0x30)), T0 + 120.0,
+                                endpoint=("203.0.113.9", 61001), nat="address-and-port-dependent", key=alice_public,
+                                filtering="address-and-port-dependent", relay=("192.0.2.50", 49152)),
+        # the acceptor chose the relay (the initiator's allocation): it says so, and names no relay of its own
+        "accept-relayed": Offer("accept", "bob", "carol", bytes(range(0x30, 0x50)), T0 + 120.5,
+                                endpoint=("198.51.100.20", 40003), nat="address-and-port-dependent", key=bob_public,
+                                reply_to=bytes(range(0x10, 0x30)), path="relayed"),
     }
 
 
@@ -220,6 +228,30 @@ def main() -> None:
         },
     }
     _write("vectors.json", (json.dumps(vectors, indent=2) + "\n").encode())
+    _write("turn_rest.json", (json.dumps(turn_rest(), indent=2) + "\n").encode())
+
+
+# -- TURN REST credentials (plexus/relay/credentials.py; checked by tests/relay/test_credentials.py) ---------------
+
+TURN_REST_SECRET = "plexus golden turn secret: not a secret"
+TURN_REST_NOW = 1767225600  # 2026-01-01T00:00:00Z
+TURN_REST_CASES = (("alice", 86400), ("bob-laptop", 600))  # (name, ttl): the default REST_TTL and a short one
+
+
+def turn_rest() -> dict[str, Any]:
+    """The REST scheme computed here with the standard library alone (not plexus): username ``<now+ttl>:<name>``,
+    password base64(HMAC-SHA1(secret, username))."""
+    import base64
+    import hmac
+
+    cases = []
+    for name, ttl in TURN_REST_CASES:
+        username = f"{TURN_REST_NOW + ttl}:{name}"
+        password = base64.b64encode(hmac.new(TURN_REST_SECRET.encode(), username.encode(), hashlib.sha1).digest())
+        cases.append({"name": name, "ttl": ttl, "username": username, "password": password.decode()})
+    return {"about": "TURN REST shared-secret credentials (draft-uberti-behave-turn-rest, coturn use-auth-secret); "
+                     "made by tests/data/make_golden.py, checked by tests/relay/test_credentials.py",
+            "secret": TURN_REST_SECRET, "now": TURN_REST_NOW, "cases": cases}
 
 
 if __name__ == "__main__":
