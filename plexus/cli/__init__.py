@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = lab_sub.add_parser("status", help="show the lab")
     p.add_argument("--json", action="store_true")
     p = lab_sub.add_parser("exec", help="run a command in a site's host namespace with its environment")
+    p.add_argument("--user", metavar="NAME", default=None,
+                   help="as this normal user (no capabilities; HOME and PLEXUS_STATE_DIR of its own), e.g. plexus-lab")
     p.add_argument("site", choices=["a", "b", "c", "srv"])
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     p = lab_sub.add_parser("demo", help="lab up, plexus up on two sites, ping across the tunnel, lab down")

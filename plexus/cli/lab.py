@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from plexus.errors import LabError
-from plexus.lab import network, system
+from plexus.lab import network, sshd, system
 from plexus.lab.lab import Lab
 from plexus.lab.topology import SITES, possible_namespaces
 
@@ -28,7 +28,7 @@ def run_lab(args: argparse.Namespace) -> int:
         from plexus.lab.demo import run_demo
 
         return run_demo(args)
-    raise LabError("which lab command?", hint="plexus lab up | down | status | exec SITE -- COMMAND")
+    raise LabError("which lab command?", hint="plexus lab up | down | status | exec [--user NAME] SITE -- COMMAND")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -49,6 +49,8 @@ def _up(args: argparse.Namespace) -> int:
     for site in SITES:
         print(f"  site {site}: {lab.user(site)} {lab.host_address(site)} behind NAT {lab.nat(site)} "
               f"({lab.public_address(site)}), profiles in {lab.profile_dir(site)}")
+    print(f"  sshd on site b {sshd.HOST}:{lab.ssh_port} for {lab.ssh_user} (key {lab.ssh_client_key}); "
+          f"forward profiles: alice-forward on b, bob-forward on a and c")
     print("try: plexus lab exec b -- plexus up alice   and   plexus lab exec a -- plexus up bob")
     return 0
 
@@ -112,6 +114,9 @@ def _print_status(status: dict[str, Any]) -> None:
     turn = status["turn"]
     print(f"  TURN: {turn['long_term']} (long-term, realm {turn['realm']}, {turn['allocations']} allocation(s)), "
           f"{turn['rest']} (REST secret)")
+    ssh = status["ssh"]
+    print(f"  sshd: site {ssh['site']} {ssh['listen']}, user {ssh['user']}, key {ssh['client_key']}, "
+          f"known_hosts {ssh['known_hosts']}")
     print(f"  STUN: {', '.join(status['stun'])}; mail: {status['mail']['host']} "
           f"(no IDLE: {status['mail']['no_idle_host']}), domain {status['mail']['domain']}")
     netem = status["netem"]
@@ -130,13 +135,15 @@ def _exec(args: argparse.Namespace) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
-        raise LabError("no command given", hint=f"plexus lab exec {args.site} -- COMMAND...")
+        raise LabError("no command given", hint=f"plexus lab exec [--user NAME] {args.site} -- COMMAND...")
     lab = Lab()
     if not lab.is_built():
         raise LabError(f"lab {lab.name!r} is not up", hint="plexus lab up")
-    command = lab.command(args.site, argv)
+    command, env, cwd = lab.invocation(args.site, argv, user=getattr(args, "user", None))
+    if cwd is not None:
+        os.chdir(cwd)  # the user cannot enter the folder we are in
     try:
-        os.execvpe(command[0], command, lab.env(args.site))
+        os.execvpe(command[0], command, env)
     except OSError as error:
         raise LabError(f"cannot run {argv[0]}: {error.strerror}") from error
     return 127  # not reached

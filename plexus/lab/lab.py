@@ -6,6 +6,7 @@ drive this class.
     with lab.spawn("b", ["plexus", "up", "alice"]) as process: ...
     lab.set_nat("a", "eim-bare"); lab.set_netem(loss_pct=5, delay_ms=20); lab.restart_mail()
     lab.turn_server, lab.turn_password("a"); lab.turn_rest_server, lab.turn_secret()  # TURN relays
+    lab.run("b", lab.ssh_command("true"), user=lab.ssh_user)  # sshd on b's 127.0.0.1:22; a normal user
     lab.down()
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plexus.errors import LabError
-from plexus.lab import dht, mail, network, pki, profiles, stun, system, turn
+from plexus.lab import dht, mail, network, pki, profiles, report, sshd, stun, system, turn, users
 from plexus.lab.state import LabState, lab_name
 from plexus.lab.topology import (
     MAIL_DOMAIN,
@@ -43,12 +44,13 @@ from plexus.lab.topology import (
     nat_outside_address,
 )
 
-DAEMON_LABELS = ("turnserver", "turn", "turn-rest", "dovecot", "smtpd")
+DAEMON_LABELS = ("turnserver", "turn", "turn-rest", "dovecot", "smtpd", "sshd")
 Site = str  # "a", "b", "c" or "srv"
 
 
-class Lab:
-    """One lab instance, named (``PLEXUS_LAB_NAME`` or ``plexus``); its namespaces are ``<name>-<site>``."""
+class Lab(sshd.SshAccess):
+    """One lab instance, named (``PLEXUS_LAB_NAME`` or ``plexus``); its namespaces are ``<name>-<site>``.
+    sshd on b: ``ssh_port``, ``ssh_user``, ``ssh_client_key``, ``known_hosts``, ``ssh_command`` (sshd.SshAccess)."""
 
     stun_primary = STUN_PRIMARY
     stun_alternate = STUN_ALTERNATE
@@ -97,11 +99,14 @@ class Lab:
                 made.result()
             profiles.write_site_profiles(topology, lab.state)
             mail.write_config(topology, lab.state, passwords)
+            sshd.write_config(topology, lab.state, users.ensure_lab_user())
             stun.start(topology, lab.state, wait=False)
             turn.start(topology, lab.state, wait=False)
+            sshd.start(topology, lab.state, wait=False)
             mail.start(topology, lab.state)
             stun.wait_ready(topology, lab.state)
             turn.wait_ready(topology, lab.state)
+            sshd.wait_ready(topology, lab.state)
             lab._config["dht"] = dht.set_up(lab)
             if loss_pct or delay_ms:
                 network.set_netem(topology, lab.state, loss_pct, delay_ms)
@@ -149,33 +154,7 @@ class Lab:
         return self.topology.namespaces()
 
     def status(self) -> dict[str, Any]:
-        """What is running: namespaces, daemons (PID, alive), NAT kinds, netem, addresses, profile dirs."""
-        if not self.state.exists():
-            return {"name": self.name, "up": False}
-        config = self.config
-        recorded = self.state.recorded()
-        return {
-            "name": self.name,
-            "up": self.is_up(),
-            "state_dir": str(self.state.dir),
-            "path_length": config["path_length"],
-            "nat": config["nat"],
-            "netem": config["netem"],
-            "namespaces": network.existing_namespaces(self.namespaces()),
-            "daemons": {label: {"pid": pid, "alive": running}
-                        for label, (pid, running) in sorted(recorded.items()) if not label.startswith("spawn-")},
-            "processes": len([label for label, (_, running) in recorded.items()
-                              if running and label.startswith("spawn-")]),
-            "stun": [f"{STUN_PRIMARY[0]}:{STUN_PRIMARY[1]}", f"{STUN_ALTERNATE[0]}:{STUN_ALTERNATE[1]}"],
-            "turn": {"long_term": f"{TURN_SERVER[0]}:{TURN_SERVER[1]}",
-                     "rest": f"{TURN_REST_SERVER[0]}:{TURN_REST_SERVER[1]}", "realm": TURN_REALM,
-                     "allocations": turn.allocations(self.state)},
-            "mail": {"host": MAIL_HOST, "no_idle_host": MAIL_HOST_NO_IDLE, "imaps": 993, "smtps": 465,
-                     "submission": 587, "domain": MAIL_DOMAIN},
-            "sites": {site: {"user": SITE_USERS[site], "host": host_address(site),
-                             "public": self.public_address(site), "nat": config["nat"][site],
-                             "profiles": str(self.profile_dir(site))} for site in SITES},
-        }
+        return report.status(self)  # namespaces, daemons (PID, alive), NAT kinds, netem, addresses, sshd...
 
     # addresses, users, files ----------------------------------------------------------------------------
     def ns(self, site: Site) -> str:
@@ -239,6 +218,14 @@ class Lab:
     def key(self, user: str) -> Path:
         return self.state.pki / f"{SITE_USERS.get(user, user)}.key"
 
+    def user_home(self, site: Site, user: str = users.LAB_USER) -> Path:
+        """HOME of ``user`` in ``site`` for ``run``/``spawn``/``lab exec`` with a user (0700, owned by it)."""
+        return users.site_dirs(self.state, user, site)[0]
+
+    def user_state_dir(self, site: Site, user: str = users.LAB_USER) -> Path:
+        """PLEXUS_STATE_DIR of ``user`` in ``site`` (0700, owned by it)."""
+        return users.site_dirs(self.state, user, site)[1]
+
     def write_profile(self, site: Site, name: str, *, role: str | None = None,
                       peers: Sequence[str] | None = None, authentication: str = "smime",
                       template: str = "openvpn", directory: Path | None = None,
@@ -256,12 +243,13 @@ class Lab:
                              double_nat=self.topology.double(site))
 
     # running things in a site ---------------------------------------------------------------------------
-    def env(self, site: Site, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def env(self, site: Site, extra: Mapping[str, str] | None = None, *, user: str | None = None) -> dict[str, str]:
         """The environment of a site: PLEXUS_PROFILE_PATH, PLEXUS_MAIL_PASSWORD, PLEXUS_LAB_LOGIN (the site's
         mailbox), PLEXUS_LAB_CA, PLEXUS_LAB_NAME, PLEXUS_LAB_PSK (one key shared by all sites, for psk
         profile variants), PLEXUS_TURN_PASSWORD (the site user's on ``turn_server``), PLEXUS_TURN_SECRET (the
         REST secret of ``turn_rest_server``), PLEXUS_STATE_DIR (the site's own state folder), and PYTHONPATH
-        reaching this plexus."""
+        reaching this plexus. With ``user``: its own HOME and PLEXUS_STATE_DIR (made now), USER, LOGNAME, and
+        a PATH starting with this interpreter's folder (users.user_env)."""
         env = dict(os.environ)
         # a checkout that is not pip-installed still imports in the site (python3 -m plexus ...)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SOURCE_ROOT, env.get("PYTHONPATH")) if p)
@@ -271,25 +259,44 @@ class Lab:
             env.update({"PLEXUS_PROFILE_PATH": str(self.profile_dir(site)), "PLEXUS_LAB_LOGIN": self.user(site),
                         "PLEXUS_MAIL_PASSWORD": self.password(site), "PLEXUS_TURN_PASSWORD": self.turn_password(site),
                         "PLEXUS_STATE_DIR": str(self.state_dir(site))})
+        if user is not None:
+            entry = users.lookup(user)
+            env = users.user_env(env, entry, *users.make_site_dirs(self.state, entry, site))
         env.update(extra or {})
         return env
 
-    def command(self, site: Site, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(site), *argv]
+    def command(self, site: Site, argv: Sequence[str], *, user: str | None = None) -> list[str]:
+        """``argv`` in the site's namespace; with ``user``, as that user without capabilities (users.py), after
+        checking it can reach this Python and plexus (a one-line LabError if not)."""
+        switch = [] if user is None else users.switch_argv(users.checked(user))
+        return ["ip", "netns", "exec", self.ns(site), *switch, *argv]
+
+    def invocation(self, site: Site, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                   user: str | None = None) -> tuple[list[str], dict[str, str], str | None]:
+        """(command, environment, working folder) of ``argv`` in ``site`` (as ``user``: in its HOME unless it
+        can enter the current folder)."""
+        command, environment = self.command(site, argv, user=user), self.env(site, env, user=user)
+        cwd = None if user is None else users.working_dir(users.lookup(user), self.user_home(site, user))
+        return command, environment, cwd
 
     def run(self, site: Site, argv: Sequence[str], *, timeout: float = 30.0, input: str | None = None,
-            env: Mapping[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in the site's namespace with its environment; output captured as text."""
-        return subprocess.run(self.command(site, argv), input=input, capture_output=True, text=True,
-                              timeout=timeout, env=self.env(site, env), check=check)
+            env: Mapping[str, str] | None = None, check: bool = False,
+            user: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the site's namespace with its environment (as ``user``, e.g. ``lab.ssh_user``: a
+        normal user without capabilities); output captured as text."""
+        command, environment, cwd = self.invocation(site, argv, env=env, user=user)
+        return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout,
+                              env=environment, cwd=cwd, check=check)
 
     def spawn(self, site: Site, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdout: int | IO[Any] | None = subprocess.PIPE, stderr: int | IO[Any] | None = subprocess.STDOUT,
-              stdin: int | IO[Any] | None = subprocess.DEVNULL, text: bool = True) -> subprocess.Popen[Any]:
-        """Start ``argv`` in the background in the site's namespace; its PID is recorded so ``lab down``
-        stops it. Stop it yourself with ``lab.stop(process)``."""
-        process = subprocess.Popen(self.command(site, argv), env=self.env(site, env), stdout=stdout,
-                                   stderr=stderr, stdin=stdin, text=text, start_new_session=True)
+              stdin: int | IO[Any] | None = subprocess.DEVNULL, text: bool = True,
+              user: str | None = None) -> subprocess.Popen[Any]:
+        """Start ``argv`` in the background in the site's namespace (as ``user``: see ``run``); its PID is
+        recorded so ``lab down`` stops it. Stop it yourself with ``lab.stop(process)``."""
+        command, environment, cwd = self.invocation(site, argv, env=env, user=user)
+        process = subprocess.Popen(command, env=environment, cwd=cwd, stdout=stdout, stderr=stderr, stdin=stdin,
+                                   text=text, start_new_session=True)
         self.state.record_pid(f"spawn-{process.pid}", process.pid)
         return process
 

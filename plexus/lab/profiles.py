@@ -1,5 +1,11 @@
 """The profiles ``lab up`` writes for each site (``sites/<site>/<peer>.yaml``), in the format of
-profiles/examples, and a builder for variants the tests need (psk, another template, other timeouts...)."""
+profiles/examples, and a builder for variants the tests need (psk, another template, other timeouts...).
+
+Beside each site's tunnel profile, a forward profile (``sites/<site>/<peer>-forward.yaml``, template
+``forward``, psk authentication so no S/MIME key has to be readable): bob on b accepts alice and carol and
+exposes its sshd and a test HTTP server (``forward_vars``); alice and carol initiate and expose 127.0.0.1:8000
+(what bob may open on their side). Profiles and their folders are readable by every user (``lab exec --user``);
+they hold no secrets (those come from the environment)."""
 
 from __future__ import annotations
 
@@ -31,6 +37,14 @@ SITE_PROFILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "b": ("alice", "accept", ("alice", "carol")),
     "c": ("bob", "initiate", ("bob",)),
 }
+FORWARD_PROFILES = {site: f"{name}-forward" for site, (name, _, _) in SITE_PROFILES.items()}
+# what a peer may open on each site: b its sshd (sshd.py) and a test HTTP server; a and c a test server
+FORWARD_EXPOSE = {"a": ("127.0.0.1:8000",), "b": ("127.0.0.1:22", "127.0.0.1:8080"), "c": ("127.0.0.1:8000",)}
+
+
+def forward_vars(site: str) -> dict[str, Any]:
+    """The ``payload.vars`` of ``site``'s forward profile: ``{"expose": [...]}``."""
+    return {"expose": list(FORWARD_EXPOSE[site])}
 
 
 def _schema_line() -> str:
@@ -47,7 +61,8 @@ def build_profile(topology: Topology, state: LabState, site: str, *, role: str, 
                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The profile document of ``site``'s user towards ``peers``; ``overrides`` are merged in last (nested
     dicts merge key by key, a value of None removes the key). The relay is the lab's long-term TURN server with
-    the site user's credentials (``relay_auth="rest"``: the TURN REST server and its shared secret)."""
+    the site user's credentials (``relay_auth="rest"``: the TURN REST server and its shared secret).
+    ``template="forward"``: the payload is ``{template: forward, vars: forward_vars(site)}``, peers have no vars."""
     user = SITE_USERS[site]
     pki = state.pki
     rendezvous: dict[str, Any] = {"authentication": authentication}
@@ -69,8 +84,12 @@ def build_profile(topology: Topology, state: LabState, site: str, *, role: str, 
         entry: dict[str, Any] = {"id": peer, "address": f"{peer}@{MAIL_DOMAIN}"}
         if authentication == "smime":
             entry["certificate"] = str(pki / f"{peer}.crt")
-        entry["vars"] = {"remote_tunnel": TUNNEL_ADDRESSES[peer]}
+        if template != "forward":  # a tunnel's peer address; a forward has none
+            entry["vars"] = {"remote_tunnel": TUNNEL_ADDRESSES[peer]}
         peer_entries.append(entry)
+    payload: dict[str, Any] = {"template": template, "vars": {"tunnel": TUNNEL_ADDRESSES[user]}, "restart": "never"}
+    if template == "forward":
+        payload = {"template": template, "vars": forward_vars(site)}
     document: dict[str, Any] = {
         "version": 1,
         "host": {"id": user, "address": f"{user}@{MAIL_DOMAIN}"},
@@ -81,7 +100,7 @@ def build_profile(topology: Topology, state: LabState, site: str, *, role: str, 
         # hops: see Topology.punch_hops (2 opens our NAT, 3 both of a double NAT; the next router drops it)
         "punch": {"hops": topology.punch_hops(site), "timeout": "20s"},
         "relay": {"policy": "fallback", "servers": [relay_server(user, relay_auth)]},
-        "payload": {"template": template, "vars": {"tunnel": TUNNEL_ADDRESSES[user]}, "restart": "never"},
+        "payload": payload,
     }
     return _merge(document, overrides or {})
 
@@ -122,15 +141,21 @@ def dump(document: dict[str, Any], path: Path, comment: str = "", *, double_nat:
     notes = {"2": HOPS_COMMENT, **({"3": DOUBLE_HOPS_COMMENT} if double_nat else {})}
     text += _PUNCH_LINE.sub(lambda m: "\n" + notes.get(m.group(1), "") + m.group(0)[1:], body, count=1)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)  # readable by the site's normal users too (whatever the umask)
     path.write_text(text)
+    path.chmod(0o644)
     return path
 
 
 def write_site_profiles(topology: Topology, state: LabState, sites: tuple[str, ...] = tuple(SITE_PROFILES)) -> None:
+    """Each site's tunnel profile (S/MIME) and forward profile (psk)."""
     for site, (name, role, peers) in SITE_PROFILES.items():
         if site not in sites:
             continue
+        comment = f"written by `plexus lab up` for lab {topology.name!r}, site {site} ({SITE_USERS[site]})"
         document = build_profile(topology, state, site, role=role, peers=peers)
-        dump(document, state.sites / site / f"{name}.yaml",
-             f"written by `plexus lab up` for lab {topology.name!r}, site {site} ({SITE_USERS[site]})",
+        dump(document, state.sites / site / f"{name}.yaml", comment, double_nat=topology.double(site))
+        document = build_profile(topology, state, site, role=role, peers=peers, authentication="psk",
+                                 template="forward")
+        dump(document, state.sites / site / f"{FORWARD_PROFILES[site]}.yaml", comment,
              double_nat=topology.double(site))

@@ -52,6 +52,8 @@ class LabState:
         return self.dir.exists()
 
     def create(self) -> None:
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.parent.chmod(0o755)  # whatever the umask: lab users (``lab exec --user``) pass through too
         for path in (self.dir, self.pids_dir, self.pki, self.mail, self.logs, self.etc, self.sites):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o755)  # daemons drop privileges and must traverse to their files
