@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", metavar="PROFILE")
     p.add_argument("--peer", dest="peers", action="append", metavar="ID", help="initiate: only this peer")
     p.add_argument("--json", action="store_true", help="events as JSON lines")
+    for flag, dest, meta, what in (
+            ("-L", "local", "[BIND:]PORT:HOST:HOSTPORT", "forward: listen here, the peer connects to HOST:HOSTPORT"),
+            ("-R", "remote", "[BIND:]PORT:HOST:HOSTPORT", "forward: the peer listens, we connect to HOST:HOSTPORT"),
+            ("-D", "socks", "[BIND:]PORT", "forward: a SOCKS5 listener here; the peer connects where asked")):
+        p.add_argument(flag, dest=dest, action="append", metavar=meta, help=what)
 
     p = sub.add_parser("keygen", help="create the DHT identity (key and certificate) of a profile")
     p.add_argument("profile", metavar="PROFILE")

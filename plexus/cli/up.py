@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from plexus.events import Event, Reporter, phase
 from plexus.profile.model import Profile
@@ -35,6 +36,33 @@ async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[
         return 130 if received[0] == "SIGINT" else 143
 
 
+def _with_forwards(profile: Profile, args: object) -> Profile:
+    """``-L``/``-R``/``-D`` from the command line, added to the forward template's vars."""
+    import dataclasses
+
+    from plexus.errors import ProfileError
+
+    given = {name: list(getattr(args, name, None) or []) for name in ("local", "remote", "socks")}
+    if not any(given.values()):
+        return profile
+    if Path(profile.payload.template).name != "forward":
+        raise ProfileError(f"{profile.name}: -L, -R and -D need the forward template, not "
+                           f"{profile.payload.template!r}", hint="set payload.template: forward")
+    from plexus.forward.spec import LocalForward, RemoteForward, Socks
+
+    for (flag, name), parse in zip((("-L", "local"), ("-R", "remote"), ("-D", "socks")),
+                                   (LocalForward.parse, RemoteForward.parse, Socks.parse), strict=True):
+        for item in given[name]:
+            try:
+                parse(item)
+            except ValueError as error:
+                raise ProfileError(f"{flag} {item}: {error}", hint="e.g. -L 2222:127.0.0.1:22, -D 1080") from None
+    vars = dict(profile.payload.vars)
+    for name, items in given.items():
+        vars[name] = [*(vars.get(name) or []), *items]
+    return dataclasses.replace(profile, payload=dataclasses.replace(profile.payload, vars=vars))
+
+
 def run_up(args: object) -> int:
     from plexus.cli.ui import JsonLines, LiveView
     from plexus.profile import load
@@ -55,6 +83,6 @@ def run_up(args: object) -> int:
         payload_log.propagate = False
     with view:
         with phase(view, "profile", str(getattr(args, "profile", ""))) as result:
-            profile = load(str(getattr(args, "profile", "")))
+            profile = _with_forwards(load(str(getattr(args, "profile", ""))), args)
             result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
         return asyncio.run(_run_until_signal(profile, view, getattr(args, "peers", None)))

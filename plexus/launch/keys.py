@@ -6,6 +6,8 @@ Each generator returns a dict of strings. The names a template may use and wheth
 - ``wireguard``: ``private`` (secret), ``public`` (base64 X25519 keys, the ``wg`` format)
 - ``tls-cert``: ``cert`` (PEM), ``key`` (PEM, secret), ``fingerprint`` (SHA-256 of the DER cert, ``AA:BB:..``)
 - ``random-hex``: ``value`` (secret, 32 random bytes in hex)
+- ``quic-cert``: ``cert`` (PEM), ``key`` (PEM, secret), ``fingerprint`` (``sha256:<hex>`` of the DER cert): the
+  built-in ``forward`` payload's QUIC identity (EC P-256, ``plexus.forward.certs``)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SECRET_FIELDS: dict[str, frozenset[str]] = {
     "wireguard": frozenset({"private"}),
     "tls-cert": frozenset({"key"}),
     "random-hex": frozenset({"value"}),
+    "quic-cert": frozenset({"key"}),
 }
 
 # The peer's clock may be behind ours; the fingerprint, not the validity window, is what authenticates.
@@ -85,10 +88,21 @@ def random_hex() -> dict[str, str]:
     return {"value": secrets.token_hex(32)}
 
 
+def quic_identity() -> dict[str, str]:
+    from plexus.forward.certs import Identity  # only for the forward payload: keeps this module light
+
+    identity = Identity.generate()
+    return {"cert": identity.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            "key": identity.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()).decode(),
+            "fingerprint": identity.fingerprint}
+
+
 GENERATORS: dict[str, Callable[[], dict[str, str]]] = {
     "wireguard": wireguard_keypair,
     "tls-cert": self_signed_cert,
     "random-hex": random_hex,
+    "quic-cert": quic_identity,
 }
 
 KINDS = tuple(GENERATORS)

@@ -28,7 +28,8 @@ MANIFEST = "template.yaml"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _FIELDS = {"description", "needs", "vars", "keys", "exports", "files", "argv", "env", "ready", "ready_timeout",
-           "failure"}
+           "failure", "builtin"}
+BUILTINS = ("forward",)  # payloads plexus runs itself, in its own process, on the punched port
 _DEFAULT_READY_TIMEOUT = 30.0
 
 
@@ -50,6 +51,7 @@ class Template:
     keys: dict[str, str] = field(default_factory=dict)  # per-session key material: name -> kind
     files: list[FileSpec] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)  # each element rendered on its own; never a shell string
+    builtin: str | None = None  # instead of argv: a payload plexus runs itself (BUILTINS)
     env: dict[str, str] = field(default_factory=dict)  # added to plexus's environment for the program
     ready: str | None = None  # regex on the program's output lines that means "up"
     ready_timeout: float = _DEFAULT_READY_TIMEOUT  # seconds the runner waits for `ready` before giving up
@@ -225,8 +227,13 @@ def _parse(path: Path, manifest: Path, raw: object) -> Template:
     for export in exports:
         if not _NAME.match(export):
             raise bad("exports", f"{export!r} is not a name")
-    argv = _string_list(raw.get("argv"), "argv", bad)
-    if not argv:
+    builtin = raw.get("builtin")
+    if builtin is not None and builtin not in BUILTINS:
+        raise bad("builtin", f"unknown built-in payload {builtin!r} (one of {', '.join(BUILTINS)})")
+    argv = _string_list(raw.get("argv", []), "argv", bad)
+    if builtin is not None and argv:
+        raise bad("argv", "a builtin payload takes no argv")
+    if builtin is None and not argv:
         raise bad("argv", "required, a non-empty list of strings (the program and its arguments)")
     env = _string_dict(raw.get("env", {}), "env", bad)
     ready, failure = _regex(raw, "ready", bad), _regex(raw, "failure", bad)
@@ -240,6 +247,7 @@ def _parse(path: Path, manifest: Path, raw: object) -> Template:
         keys=key_kinds,
         files=_parse_files(path, raw.get("files", []), bad),
         argv=argv,
+        builtin=builtin,
         env=env,
         ready=ready,
         failure=failure,

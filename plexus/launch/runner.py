@@ -152,6 +152,10 @@ class PayloadProcess:
 
 async def run_payload(template: Template, prepared: Prepared, context: SessionContext, report: Reporter) -> int:
     """Start the payload at once and wait for it; report launch and exit; return its exit code."""
+    if template.builtin is not None:
+        from plexus.forward.payload import run_forward_payload  # the only built-in (manifest.BUILTINS)
+
+        return await run_forward_payload(template, prepared, context, report)
     started = time.monotonic()
     report(Event("launch", "start", f"{template.name}", context.peer_id))
     payload = PayloadProcess(template, prepared, context, report)

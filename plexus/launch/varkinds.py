@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "token": "one word of letters, digits and + / = : . _ @ - (at most 1024 characters)",
     "path": "a file path on one line that does not start with -",
     "text": "text on one line without control characters (at most 4096 characters)",
+    "list": "a list of texts, each on one line without control characters (at most 256 entries)",
 }
 _TOKEN = re.compile(r"[A-Za-z0-9+/=:._@-]{1,1024}")  # the same charset as a peer's exported values
 _ADDRESS = re.compile(r"[0-9A-Fa-f:.]+(?:/[0-9]{1,3})?")  # no scope ids, no netmask form
@@ -41,6 +42,9 @@ def kind_problem(kind: str, value: Any) -> str | None:
 
 
 def _ok(kind: str, value: Any) -> bool:
+    if kind == "list":
+        return isinstance(value, list) and len(value) <= 256 and all(
+            isinstance(item, str | int) and not isinstance(item, bool) and _ok("text", str(item)) for item in value)
     if isinstance(value, bool):
         return kind == "boolean"
     if kind == "boolean" or not isinstance(value, str | int | float):

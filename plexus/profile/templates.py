@@ -82,6 +82,8 @@ def check_template(document: Document, *, base: bool = False) -> None:
         check_var_values(document, name, {})
         return
     check_var_values(document, name, kinds)
+    if Path(name).name == "forward" and kinds.get("expose") == "list":
+        check_forward_specs(document)
     common = get(document.data, ("payload", "vars"), dict) or {}
     entries = peers(document.data)
     missing_for: dict[str, list[tuple[int, Any]]] = {}
@@ -109,3 +111,22 @@ def check_template(document: Document, *, base: bool = False) -> None:
             where = ("peers", index, "vars", need) if has_vars else ("peers", index)
             document.problem(where, f"template {name} needs variable '{need}' for peer {peer.get('id', index)}",
                              "add it under this peer's vars or under payload.vars")
+
+
+def check_forward_specs(document: Document) -> None:
+    """The forward template's -L / -R / -D / expose entries parse (else ``up`` would fail only at launch)."""
+    from plexus.forward.spec import LocalForward, RemoteForward, Socks, Target
+
+    parsers = {"local": LocalForward.parse, "remote": RemoteForward.parse, "socks": Socks.parse,
+               "expose": Target.parse}
+    places: list[FieldPath] = [("payload", "vars")] + [("peers", i, "vars") for i, _ in peers(document.data)]
+    for where in places:
+        for name, parse in parsers.items():
+            for index, item in enumerate(get(document.data, (*where, name), list) or []):
+                if not isinstance(item, str):
+                    continue
+                try:
+                    parse(item)
+                except ValueError as error:
+                    document.problem((*where, name, index), str(error),
+                                     "local/remote: [bind:]port:host:hostport; socks: [bind:]port; expose: host:port")

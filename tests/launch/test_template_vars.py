@@ -145,12 +145,14 @@ def test_kinds_accept_the_usual_spellings_and_nothing_else() -> None:
 
     good = {"address": ["198.19.0.1", "198.19.0.1/30", "fd00::1/64", "::1"], "port": [1, "5000", 65535],
             "integer": [1400, "1400", 0, "-1"], "boolean": [True, False], "token": ["AA:BB", "a+b/c=", 42],
-            "path": ["/usr/bin/x", "relative/tool", "/opt/my tool"], "text": ["any text, even spaces", ""]}
+            "path": ["/usr/bin/x", "relative/tool", "/opt/my tool"], "text": ["any text, even spaces", ""],
+            "list": [[], ["127.0.0.1:22", "2222:127.0.0.1:22"], [1080]]}
     bad = {"address": ["host.example.org", "198.19.0.1/33", "198.19.0.1/255.255.255.0", "fe80::1%eth0", " ::1",
                        1, None], "port": [0, 65536, "80x", True, 1.0, "1e3"],
            "integer": ["1.5", 1.5, True, "", "1 2", ["1"]], "boolean": ["true", 1, "yes"],
            "token": ["a b", "", "a\n", "x" * 1025, "$(id)"], "path": ["-rf", "", "a\nb", {"a": 1}],
-           "text": ["a\nb", "a\tb", "\x00", "x" * 4097, ["a"]]}
+           "text": ["a\nb", "a\tb", "\x00", "x" * 4097, ["a"]],
+           "list": ["127.0.0.1:22", ["a\nb"], [True], [["nested"]], ["x"] * 257, {"a": 1}]}
     assert set(good) == set(bad) == set(KINDS)
     for kind, values in good.items():
         assert [kind_problem(kind, v) for v in values] == [None] * len(values), kind
