@@ -112,9 +112,11 @@ def site_run(lab: Any) -> Any:
     command to its end in site a/b/c/srv with the site's environment (profiles, mail password, CA)."""
 
     def run(site: str, argv: Sequence[str], *, timeout: float = 30.0, env: Mapping[str, str] | None = None,
-            input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, check: bool = False, user: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
         try:
-            return lab.run(site, argv, timeout=timeout, env=env, input=input, check=check)  # type: ignore[no-any-return]
+            return lab.run(site, argv, timeout=timeout, env=env, input=input,  # type: ignore[no-any-return]
+                           check=check, user=user)
         except subprocess.TimeoutExpired as error:
             pytest.fail(f"{' '.join(argv)} in site {site} did not finish within {timeout} s; output: "
                         f"{_text(error.stdout)}{_text(error.stderr)}", pytrace=False)
@@ -130,11 +132,11 @@ class SpawnedProcess:
     """A background process in a lab site; stdout and stderr go (merged) to a file you can read any time."""
 
     def __init__(self, lab: Any, site: str, argv: Sequence[str], log: Path,
-                 env: Mapping[str, str] | None) -> None:
+                 env: Mapping[str, str] | None, user: str | None = None) -> None:
         self.lab, self.site, self.argv, self.log = lab, site, list(argv), log
         self._file = log.open("w")
         self.process: subprocess.Popen[Any] = lab.spawn(site, argv, env=env, stdout=self._file,
-                                                        stderr=subprocess.STDOUT)
+                                                        stderr=subprocess.STDOUT, user=user)
 
     @property
     def pid(self) -> int:
@@ -189,8 +191,9 @@ def site_spawn(lab: Any, tmp_path: Path) -> Iterator[Any]:
     stopped by PID after the test. ``.wait_for(text)``, ``.output()``, ``.lines()``, ``.wait()``, ``.stop()``."""
     started: list[SpawnedProcess] = []
 
-    def spawn(site: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> SpawnedProcess:
-        process = SpawnedProcess(lab, site, argv, tmp_path / f"spawn-{len(started)}-{site}.log", env)
+    def spawn(site: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              user: str | None = None) -> SpawnedProcess:
+        process = SpawnedProcess(lab, site, argv, tmp_path / f"spawn-{len(started)}-{site}.log", env, user)
         started.append(process)
         return process
 
@@ -290,3 +293,12 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def reachable() -> Iterator[None]:
+    """A normal user (the lab's ``plexus-lab``) can reach this Python and plexus during the test."""
+    from support.reach import reachable as reach
+
+    with reach():
+        yield

@@ -13,43 +13,14 @@ import pwd
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO
 
 from plexus.lab import Lab, profiles, sshd, users
 
 USER = users.LAB_USER
-
-
-def _folders(path: str | Path) -> list[str]:
-    """Every folder from ``path`` (or its folder, for a file) up to, without, /."""
-    current = os.path.realpath(path)
-    if not os.path.isdir(current):
-        current = os.path.dirname(current)
-    found = []
-    while current != "/":
-        found.append(current)
-        current = os.path.dirname(current)
-    return found
-
-
-@pytest.fixture
-def reachable() -> Iterator[None]:
-    """The interpreter's and the checkout's folders get o+x (what .ci/run's ``reach`` does); their old modes come
-    back afterwards (/root: 0700 again)."""
-    folders = {f for path in (sys.executable, os.path.dirname(sys.executable), REPO) for f in _folders(path)}
-    modes = {folder: stat.S_IMODE(os.stat(folder).st_mode) for folder in folders}
-    try:
-        for folder, mode in modes.items():
-            os.chmod(folder, mode | stat.S_IXOTH)
-        yield
-    finally:
-        for folder, mode in modes.items():
-            os.chmod(folder, mode)
 
 
 def _cli(lab: Lab, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
