@@ -79,10 +79,11 @@ def forward(lab: Any, site_spawn: Any, reachable: None) -> Any:
     """``forward(*flags, acceptor_vars=None)``: bob-side acceptor and alice-side initiator as the lab user,
     both ready; returns (bob, alice)."""
 
-    def start(*flags: str, bob_profile: str = "alice-forward", alice_profile: str = "bob-forward") -> Any:
+    def start(*flags: str, bob_profile: str = "alice-forward", alice_profile: str = "bob-forward",
+              site: str = "a") -> Any:
         bob = site_spawn("b", [*PLEXUS, "up", bob_profile, "--json"], user=USER)
         wait_event(bob, "offer-received", "start", timeout=20)
-        alice = site_spawn("a", [*PLEXUS, "up", alice_profile, "--json", *flags], user=USER)
+        alice = site_spawn(site, [*PLEXUS, "up", alice_profile, "--json", *flags], user=USER)
         for side in (alice, bob):
             wait_ready(side)
         return bob, alice
@@ -169,3 +170,13 @@ def test_the_peer_killed_ends_connections_and_the_forward_comes_back(lab: Any, f
     assert restarted, alice.output()[-3000:]
     again = site_run("a", [sys.executable, "-c", CLIENT, "7001", "many"], user=USER, timeout=120)
     assert again.stdout.startswith("errors 0 "), again.stdout + alice.output()[-2000:]
+
+
+def test_ssh_through_a_forward_over_the_relay(lab: Any, lab_settings: Any, forward: Any, site_run: Any) -> None:
+    """carol (site c) and bob both behind symmetric NATs: the forward runs over the TURN relay unchanged."""
+    lab_settings.set_nat("b", "symmetric")
+    _, carol = forward("-L", "2222:127.0.0.1:22", site="c")
+    assert any(e["phase"] == "punch" and e["status"] == "ok" and e["data"]["path"] == "relayed"
+               for e in events(carol)), carol.output()[-3000:]
+    ssh = site_run("c", lab.ssh_command("echo", "over-the-relay", port=2222), user=USER, timeout=30)
+    assert ssh.returncode == 0 and ssh.stdout.strip() == "over-the-relay", ssh.stderr[-2000:]
