@@ -18,6 +18,14 @@ def number_in(pattern: bytes, lines: list[bytes | bytearray]) -> int | None:
     return None
 
 
+_EXISTS = re.compile(rb"^\d+ EXISTS")
+
+
+def reports_new_mail(lines: list[bytes | bytearray]) -> bool:
+    """Does a command's response carry an untagged ``* N EXISTS`` (aioimaplib strips the ``* ``)?"""
+    return any(isinstance(line, bytes) and _EXISTS.match(line) is not None for line in lines)
+
+
 def search_uids(lines: list[bytes | bytearray]) -> list[int]:
     """UIDs of a SEARCH response (aioimaplib strips "* SEARCH"; the last line is the tagged status text)."""
     uids: list[int] = []

@@ -18,14 +18,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aioimaplib
 
 from plexus.errors import RendezvousError, one_line
 from plexus.profile.model import EmailRendezvous
 from plexus.rendezvous.base import Document
-from plexus.rendezvous.email.imap import fetched_messages, number_in, response_text, search_uids
+from plexus.rendezvous.email.imap import fetched_messages, number_in, reports_new_mail, response_text, search_uids
 from plexus.rendezvous.email.mail import (
     MAX_MAIL_BYTES,
     OFFER_HEADER,
@@ -82,6 +82,7 @@ class Inbox:
         self.idle = False  # the server offers IDLE and the profile allows it
         self.idle_offered = False
         self.uidplus = False
+        self._news = False  # a response since the last SEARCH reported a new message (EXISTS)
 
     def expect_reply(self, within: float) -> None:
         if self._fast_interval is None:
@@ -99,6 +100,7 @@ class Inbox:
                                   conn_lost_cb=lambda _error: self._lost.set(),
                                   ssl_context=self._context if server.tls == "implicit" else None)
         self._client = client
+        self._watch_for_new_mail(client)
         try:
             response = await self._guarded(self._login_and_select(client), OPEN_TIMEOUT)
         except RendezvousError:
@@ -193,6 +195,24 @@ class Inbox:
         """Run one IMAP command, failing at once (not after the command timeout) when the connection drops."""
         return await self._guarded(operation, COMMAND_TIMEOUT + 5)
 
+    def _watch_for_new_mail(self, client: aioimaplib.IMAP4) -> None:
+        """Note every untagged ``* N EXISTS``, whatever command it came with. aioimaplib drops those that arrive
+        during an asynchronous command (UID FETCH, UID STORE): a mail that lands after our SEARCH is reported
+        there once, and the server does not report it again when IDLE starts, so it would wait for the next
+        IDLE refresh (25 s) without this."""
+        protocol = client.protocol
+        untagged = getattr(protocol, "_untagged_response", None)
+        if untagged is None:  # another aioimaplib: IDLE refreshes still find such mail, only later
+            log.warning("rendezvous: cannot watch IMAP untagged responses with this aioimaplib")
+            return
+
+        def watching(line: bytes) -> Any:
+            if reports_new_mail([line.removeprefix(b"* ")]):
+                self._news = True
+            return untagged(line)
+
+        protocol._untagged_response = watching
+
     async def _guarded(self, operation: Awaitable[T], timeout: float) -> T:
         """Await ``operation`` with a hard deadline. asyncio.wait, not wait_for: aioimaplib commands hold a
         Condition lock that can keep a cancelled command from ever finishing when the server stalls."""
@@ -222,6 +242,7 @@ class Inbox:
         assert self._client is not None
         client = self._client
         self._collected = []
+        self._news = False  # what the SEARCH below sees needs no second look; a later EXISTS does
         response = await self._call(client.uid_search(f"UID {self._next_uid}:*", "HEADER", OFFER_HEADER, '""',
                                                       charset=None))
         uids = sorted(uid for uid in search_uids(response.lines) if uid >= self._next_uid)
@@ -272,6 +293,8 @@ class Inbox:
     async def _wait_for_news(self) -> None:
         assert self._client is not None
         self._wake.clear()
+        if self._news:  # mail arrived between our SEARCH and now: search again instead of waiting (for IDLE)
+            return
         if self._fast_interval is not None and time.monotonic() < self._fast_until:
             await self._sleep(self._fast_interval, wake=False)
         elif time.monotonic() < self._answer_until:

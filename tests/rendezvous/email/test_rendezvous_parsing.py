@@ -45,3 +45,11 @@ def test_offer_mail_round_trip(media_type: str) -> None:
 def test_mail_without_offer_part() -> None:
     with pytest.raises(ValueError, match="no offer part"):
         extract_document(b"Subject: hi\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+
+
+def test_new_mail_is_recognised_in_untagged_responses() -> None:
+    from plexus.rendezvous.email.imap import reports_new_mail
+
+    assert reports_new_mail([b"3 EXISTS", b"UID STORE completed"])
+    assert not reports_new_mail([b"3 EXPUNGE", b"3 FETCH (FLAGS (\\Deleted))", bytearray(b"12 EXISTS")])
+    assert not reports_new_mail([b"OK [EXISTS] no", b"x 3 EXISTS"])
