@@ -8,8 +8,15 @@ interface. It uses the kernel module when ``ip link add type wireguard`` works, 
 ``wireguard-go`` in the foreground. Interface names are unique per launcher (the PID) because wireguard-go's
 control socket ``/var/run/wireguard/<name>.sock`` is shared by all network namespaces.
 
-With ``--dead-after`` the launcher exits 3 when the peer has not completed a handshake for that long (a live
-peer re-handshakes every two minutes while keepalives flow), so the restart policy can punch a new path.
+"Ready" means traffic can flow: after configuring, the launcher waits for the first completed handshake
+(``wg show NAME latest-handshakes``) and only then prints ``HANDSHAKE_LINE``, which the template's ``ready``
+matches; with ``--first-handshake`` it gives up after that many seconds (exit 3) so the session is retried
+through a new punch instead of sitting on a tunnel that never came up. Only the initiator names the peer's
+endpoint (the template), so the first initiations never cross (wireguard-go could then stall for 25-45 s).
+
+With ``--dead-after`` the launcher exits 3 when nothing has come from the peer for that long (its keepalives
+arrive every few seconds; ``wg show NAME transfer``), so the restart policy can punch a new path after a NAT
+dropped the mapping.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 
 UAPI_DIR = Path("/var/run/wireguard")
 READY_LINE = "plexus-wg: interface {name} up ({mode})"
+HANDSHAKE_LINE = "plexus-wg: handshake with the peer after {seconds:.2f} s"
 EXIT_DEAD_PEER = 3
 _START_TIMEOUT = 5.0
 _STOP_GRACE = 3.0
@@ -98,13 +106,33 @@ async def _latest_handshake(name: str) -> int:
     return max(stamps, default=0)
 
 
+async def _received(name: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "wg", "show", name, "transfer", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    output, _ = await proc.communicate()
+    return sum(int(line.split()[1]) for line in output.decode().splitlines() if len(line.split()) >= 3)
+
+
+async def _first_handshake(name: str, limit: float) -> float | None:
+    """Seconds until the first completed handshake, or None after ``limit`` seconds (bounded polling)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if await _latest_handshake(name):
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    return None
+
+
 async def _watch_peer(name: str, dead_after: float) -> None:
-    """Returns when the peer has been silent (no completed handshake) for ``dead_after`` seconds."""
-    started = time.time()
+    """Returns when nothing has arrived from the peer (no byte received) for ``dead_after`` seconds."""
+    last_bytes, last_change = await _received(name), time.monotonic()
     while True:
         await asyncio.sleep(min(2.0, dead_after / 4))
-        last = await _latest_handshake(name) or started
-        if time.time() - last > dead_after:
+        now_bytes = await _received(name)
+        if now_bytes != last_bytes:
+            last_bytes, last_change = now_bytes, time.monotonic()
+        elif time.monotonic() - last_change > dead_after:
             return
 
 
@@ -128,6 +156,13 @@ async def run(args: argparse.Namespace) -> int:
         # sent earlier, it is lost and WireGuard retries only after 5 s.
         await _run("wg", "setconf", name, args.conf)
         print(READY_LINE.format(name=name, mode="kernel" if kernel else "wireguard-go"), flush=True)
+        if args.first_handshake > 0:
+            waited = await _first_handshake(name, args.first_handshake)
+            if waited is None:
+                print(f"plexus-wg: no handshake with the peer within {args.first_handshake:g} s; stopping "
+                      "(the session is retried through a new punch)", flush=True)
+                return EXIT_DEAD_PEER
+            print(HANDSHAKE_LINE.format(seconds=waited), flush=True)
         return await _serve(name, stop, userspace, args.dead_after)
     except SetupError as exc:
         print(f"plexus-wg: {exc}", file=sys.stderr, flush=True)
@@ -156,7 +191,7 @@ async def _serve(
         print(f"plexus-wg: wireguard-go exited with {userspace.returncode if userspace else '?'}", flush=True)
         return 1
     if reason == "dead":
-        print(f"plexus-wg: no handshake from the peer for {dead_after:.0f} s; stopping", flush=True)
+        print(f"plexus-wg: nothing from the peer for {dead_after:.0f} s; stopping", flush=True)
         return EXIT_DEAD_PEER
     print(f"plexus-wg: stopping {name}", flush=True)
     return 0
@@ -172,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--userspace", choices=["auto", "always", "never"], default="auto",
                         help="use wireguard-go: when the kernel has no WireGuard (auto), always, or never")
     parser.add_argument("--dead-after", type=float, default=0.0,
-                        help="exit 3 after this many seconds without a handshake from the peer (0 = never)")
+                        help="exit 3 after this many seconds without a packet from the peer (0 = never)")
+    parser.add_argument("--first-handshake", type=float, default=0.0,
+                        help="wait this long for the first handshake before saying ready; exit 3 if none (0 = "
+                             "ready when the interface is up)")
     args = parser.parse_args(argv)
     if args.name is not None and not 1 <= len(args.name) <= 15:
         parser.error("--name must be 1..15 characters")
