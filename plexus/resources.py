@@ -1,4 +1,5 @@
-"""Where the built-in schema and templates are: inside the installed wheel, or at the top of a checkout."""
+"""Where the built-in schema, templates and systemd unit are: inside the installed wheel, or at the top of a
+checkout."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    """``schemas`` or ``templates``: the wheel copy (plexus/_data/NAME) first, else the checkout's top level."""
+    """``schemas``, ``templates`` or ``systemd``: the wheel copy (plexus/_data/NAME) first, else the checkout's
+    top level."""
     for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
@@ -21,3 +23,8 @@ def schema_path() -> Path:
 
 def builtin_templates_dir() -> Path:
     return data_dir("templates") / "exec"
+
+
+def systemd_unit_path() -> Path:
+    """The packaged systemd template unit ``plexus@.service`` (``plexus service install`` writes it out)."""
+    return data_dir("systemd") / "plexus@.service"

@@ -28,6 +28,7 @@ HANDLERS = {
     "up": "plexus.cli.up:run_up",
     "keygen": "plexus.cli.keygen:run_keygen",
     "lab": "plexus.cli.lab:run_lab",
+    "service": "plexus.cli.service:run_service",
 }
 
 
@@ -93,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="create the DHT identity (key and certificate) of a profile")
     p.add_argument("profile", metavar="PROFILE")
     p.add_argument("--force", action="store_true")
+
+    service = sub.add_parser("service", help="run plexus under systemd: the plexus@PROFILE.service unit")
+    service_sub = service.add_subparsers(dest="service_command", metavar="SERVICE_COMMAND")
+    p = service_sub.add_parser("install", help="write plexus@.service; print (or run) the systemctl line")
+    p.add_argument("name", metavar="PROFILE", help="the profile the instance plexus@PROFILE runs")
+    p.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user), not a system one")
+    p.add_argument("--root", metavar="DIR", help="install below this directory (an image being built)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written where; write nothing")
+    p.add_argument("--enable", action="store_true", help="also run systemctl daemon-reload, enable --now")
+    p.add_argument("--exec", dest="exec_path", metavar="PATH", help="the plexus program for ExecStart= "
+                   "(default: /usr/bin/env plexus)")
+    p.add_argument("--force", action="store_true", help="replace a unit file that differs")
 
     lab = sub.add_parser("lab", help="the network lab: two NATed sites, STUN and mail servers, in namespaces")
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")

@@ -1,10 +1,12 @@
-"""Render progress events: a rich live view of the phases (spinner while running, then duration and outcome),
-or one JSON object per line for scripts and systemd."""
+"""Render progress events: a rich live view of the phases (spinner while running, then duration and outcome) on a
+terminal, one plain line per event off one (pipes, files, journald), or one JSON object per line for scripts."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -35,6 +37,59 @@ class JsonLines:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+LEVELS = {"fail": "ERROR", "warn": "WARN"}  # any other status: INFO
+
+
+def timestamp(when: float) -> str:
+    """Local time with milliseconds: ``2025-01-31 14:03:07.042``."""
+    seconds = int(when)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{int((when - seconds) * 1000):03d}"
+
+
+class PlainLines:
+    """One line per event, written and flushed as it happens: ``TIMESTAMP LEVEL [peer] phase: message``, with a
+    phase's duration at its end. No colour, no spinner, no wrapping. ``handler()`` gives the payload's output
+    lines the same prefix, each passed through whole on a line of its own."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()  # whole lines, also from a logging call in another thread
+
+    def line(self, when: float, level: str, text: str) -> None:
+        with self._lock:
+            self.stream.write(f"{timestamp(when)} {level} {text}\n")
+            self.stream.flush()
+
+    def __call__(self, event: Event) -> None:
+        text = " ".join((event.message or event.status).splitlines())
+        if event.duration is not None and event.status != "start":
+            text += f" ({event.duration * 1000:.0f} ms)"
+        who = f"[{event.peer}] " if event.peer else ""
+        self.line(event.time, LEVELS.get(event.status, "INFO"), f"{who}{event.phase}: {text}")
+
+    def handler(self) -> logging.Handler:
+        return _LineHandler(self)
+
+    def __enter__(self) -> PlainLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self, lines: PlainLines) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = {"WARNING": "WARN", "CRITICAL": "ERROR"}.get(record.levelname, record.levelname)
+            self.lines.line(record.created, level, record.getMessage())
+        except Exception:
+            self.handleError(record)
 
 
 class LiveView:

@@ -1,20 +1,31 @@
-"""``plexus up PROFILE``: the pipeline (``plexus.session.up``) with a live view or JSON lines, and SIGINT/SIGTERM
-turned into a clean stop (the payload gets the same signal)."""
+"""``plexus up PROFILE``: the pipeline (``plexus.session.up``) with a live view (a terminal), plain lines (off one)
+or JSON lines; SIGINT/SIGTERM turned into a clean stop (the payload gets the same signal); the service manager
+told READY/STATUS/STOPPING (sd_notify) when ``$NOTIFY_SOCKET`` is set. The last event always says why plexus
+exits: a ``session`` event without a peer whose data holds the ``exit_code``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from plexus.errors import PlexusError, one_line
 from plexus.events import Event, Reporter, phase
 from plexus.profile.model import Profile
 from plexus.session import up
 
+if TYPE_CHECKING:
+    from plexus.cli.ui import JsonLines, LiveView, PlainLines
+    from plexus.service.notify import Notifier
 
-async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[str] | None) -> int:
-    """Run ``up`` and turn SIGINT/SIGTERM into a clean cancellation (the payload gets the same signal)."""
+
+async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[str] | None,
+                            notifier: Notifier) -> tuple[int, str | None]:
+    """Run ``up`` and turn SIGINT/SIGTERM into a clean cancellation (the payload gets the same signal): the exit
+    code, and the signal's name when one stopped it. WATCHDOG=1 pings go out meanwhile when asked for."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -22,18 +33,44 @@ async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[
     received: list[str] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         def stop(name: str = sig.name) -> None:
+            if not received:  # at once: the payload may take a few seconds to stop
+                notifier.stopping(f"stopping: {name}")
             received.append(name)
             task.cancel(name)
         loop.add_signal_handler(sig, stop)
+    watchdog = notifier.start_watchdog()
     try:
-        return await task
+        return await task, None
     except asyncio.CancelledError:
         if not received:
             raise
-        report(Event("session", "info", f"stopped by {received[0]}"))
         if profile.role == "accept":
-            return 0
-        return 130 if received[0] == "SIGINT" else 143
+            return 0, received[0]
+        return (130 if received[0] == "SIGINT" else 143), received[0]
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _outcome(code: int, stopped_by: str | None) -> Event:
+    """The last event of a run that returned: stopped by a signal, or ended with this exit code."""
+    if stopped_by is not None:
+        return Event("session", "stopped", f"stopped by {stopped_by} (exit {code})",
+                     data={"exit_code": code, "signal": stopped_by})
+    return Event("session", "ok" if code == 0 else "fail", f"ended (exit {code})", data={"exit_code": code})
+
+
+def _failure(error: BaseException) -> Event | None:
+    """The last event of a run that raised (the same exit code ``plexus.cli.main`` returns), or None."""
+    if isinstance(error, PlexusError):
+        return Event("session", "fail", f"{one_line(error)} (exit {error.exit_code})",
+                     data={"exit_code": error.exit_code})
+    if isinstance(error, KeyboardInterrupt):
+        return Event("session", "stopped", "interrupted (exit 130)", data={"exit_code": 130, "signal": "SIGINT"})
+    if isinstance(error, Exception) and not isinstance(error, BrokenPipeError):
+        return Event("session", "fail", f"internal error: {type(error).__name__}: {one_line(error)} (exit 70)",
+                     data={"exit_code": 70})
+    return None
 
 
 def _with_forwards(profile: Profile, args: object) -> Profile:
@@ -63,26 +100,73 @@ def _with_forwards(profile: Profile, args: object) -> Profile:
     return dataclasses.replace(profile, payload=dataclasses.replace(profile.payload, vars=vars))
 
 
-def run_up(args: object) -> int:
-    from plexus.cli.ui import JsonLines, LiveView
-    from plexus.profile import load
+def _view(args: object) -> JsonLines | LiveView | PlainLines:
+    from plexus.cli.ui import JsonLines, LiveView, PlainLines
 
-    json_mode = bool(getattr(args, "json", False))
-    view: JsonLines | LiveView = JsonLines() if json_mode else LiveView()
+    if getattr(args, "json", False):
+        return JsonLines()
+    return LiveView() if sys.stdout.isatty() else PlainLines()
+
+
+def _payload_output(view: JsonLines | LiveView | PlainLines) -> None:
+    """The payload's output lines (the ``plexus.payload`` logger): above the live view, as plain lines with
+    the events' prefix, or (beside JSON on stdout) bare on stderr."""
+    from plexus.cli.ui import LiveView, PlainLines
+
     payload_log = logging.getLogger("plexus.payload")
-    if not getattr(args, "quiet", False):
-        payload_log.setLevel(logging.INFO)
-        if isinstance(view, LiveView):
-            from rich.logging import RichHandler
+    payload_log.setLevel(logging.INFO)
+    if isinstance(view, LiveView):
+        from rich.logging import RichHandler
 
-            handler: logging.Handler = RichHandler(console=view.console, show_path=False, show_level=False)
-        else:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-        payload_log.addHandler(handler)
-        payload_log.propagate = False
+        handler: logging.Handler = RichHandler(console=view.console, show_path=False, show_level=False)
+    elif isinstance(view, PlainLines):
+        handler = view.handler()
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    payload_log.addHandler(handler)
+    payload_log.propagate = False
+
+
+def _ready_on_launch(profile: Profile) -> bool:
+    """Whether the payload never says it is ready (no ``ready`` pattern, not built in): then it is at launch."""
+    from plexus.session.connect import template_of
+
+    try:
+        template = template_of(profile)
+    except PlexusError:
+        return False  # up() says why
+    return template.builtin is None and not template.ready
+
+
+def run_up(args: object) -> int:
+    from plexus.profile import load
+    from plexus.service.notify import Notifier, ServiceReporter
+
+    view = _view(args)
+    if not getattr(args, "quiet", False):
+        _payload_output(view)
+    notifier = Notifier.from_environ(unset=True)  # the payloads must not notify in our name
+    report = ServiceReporter(view, notifier)
+    name = str(getattr(args, "profile", ""))
     with view:
-        with phase(view, "profile", str(getattr(args, "profile", ""))) as result:
-            profile = _with_forwards(load(str(getattr(args, "profile", ""))), args)
-            result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
-        return asyncio.run(_run_until_signal(profile, view, getattr(args, "peers", None)))
+        try:
+            with phase(report, "profile", name) as result:
+                profile = _with_forwards(load(name), args)
+                result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
+            report.role, report.ready_on_launch = profile.role, _ready_on_launch(profile)
+            code, stopped_by = asyncio.run(_run_until_signal(profile, report, getattr(args, "peers", None),
+                                                             notifier))
+        except BaseException as error:
+            last = _failure(error)
+            try:
+                if last is not None:
+                    report(last)
+            finally:
+                notifier.stopping()
+            raise
+        try:
+            report(_outcome(code, stopped_by))
+        finally:
+            notifier.stopping()
+        return code
