@@ -15,6 +15,7 @@ packages=(
   dovecot-imapd dovecot-lmtpd dovecot-submissiond opensmtpd   # the lab's mail server
   openvpn wireguard-tools wireguard-go socat          # payloads
   iperf3 openssh-server openssh-client curl           # clients and servers through the tunnels (tests, benchmarks)
+  systemd                                             # systemd-analyze verify of the packaged unit
   openssl ca-certificates python3 python3-pip python3-venv
 )
 missing=()
