@@ -29,6 +29,7 @@ HANDLERS = {
     "keygen": "plexus.cli.keygen:run_keygen",
     "lab": "plexus.cli.lab:run_lab",
     "service": "plexus.cli.service:run_service",
+    "status": "plexus.cli.status:run_status",
 }
 
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("-R", "remote", "[BIND:]PORT:HOST:HOSTPORT", "forward: the peer listens, we connect to HOST:HOSTPORT"),
             ("-D", "socks", "[BIND:]PORT", "forward: a SOCKS5 listener here; the peer connects where asked")):
         p.add_argument(flag, dest=dest, action="append", metavar=meta, help=what)
+
+    p = sub.add_parser("status", help="the sessions of each running plexus up (like wg show)")
+    p.add_argument("profile", metavar="PROFILE", nargs="?")
+    p.add_argument("--json", action="store_true", help="one JSON object (a list without PROFILE)")
 
     p = sub.add_parser("keygen", help="create the DHT identity (key and certificate) of a profile")
     p.add_argument("profile", metavar="PROFILE")

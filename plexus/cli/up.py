@@ -20,10 +20,11 @@ from plexus.session import up
 if TYPE_CHECKING:
     from plexus.cli.ui import JsonLines, LiveView, PlainLines
     from plexus.service.notify import Notifier
+    from plexus.service.status import StatusBoard
 
 
 async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[str] | None,
-                            notifier: Notifier) -> tuple[int, str | None]:
+                            notifier: Notifier, board: StatusBoard | None = None) -> tuple[int, str | None]:
     """Run ``up`` and turn SIGINT/SIGTERM into a clean cancellation (the payload gets the same signal): the exit
     code, and the signal's name when one stopped it. WATCHDOG=1 pings go out meanwhile when asked for."""
     import signal
@@ -39,6 +40,9 @@ async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[
             task.cancel(name)
         loop.add_signal_handler(sig, stop)
     watchdog = notifier.start_watchdog()
+    from plexus.service import status
+
+    server = await status.serve(board, profile.name) if board is not None else None  # plexus status
     try:
         return await task, None
     except asyncio.CancelledError:
@@ -50,6 +54,7 @@ async def _run_until_signal(profile: Profile, report: Reporter, peers: Sequence[
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        await status.stop_serving(server, profile.name)
 
 
 def _outcome(code: int, stopped_by: str | None) -> Event:
@@ -142,12 +147,14 @@ def _ready_on_launch(profile: Profile) -> bool:
 def run_up(args: object) -> int:
     from plexus.profile import load
     from plexus.service.notify import Notifier, ServiceReporter
+    from plexus.service.status import StatusBoard
 
     view = _view(args)
     if not getattr(args, "quiet", False):
         _payload_output(view)
     notifier = Notifier.from_environ(unset=True)  # the payloads must not notify in our name
-    report = ServiceReporter(view, notifier)
+    board = StatusBoard(view)
+    report = ServiceReporter(board, notifier)
     name = str(getattr(args, "profile", ""))
     with view:
         try:
@@ -155,8 +162,9 @@ def run_up(args: object) -> int:
                 profile = _with_forwards(load(name), args)
                 result["message"] = f"{profile.name}: {profile.role} {', '.join(p.id for p in profile.peers)}"
             report.role, report.ready_on_launch = profile.role, _ready_on_launch(profile)
+            board.profile, board.role = profile.name, profile.role
             code, stopped_by = asyncio.run(_run_until_signal(profile, report, getattr(args, "peers", None),
-                                                             notifier))
+                                                             notifier, board))
         except BaseException as error:
             last = _failure(error)
             try:
