@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+from stats import percentile, ping_rtt  # benchmarks/stats.py (scripts: their folder is on sys.path)
 
 from plexus.lab import Lab
 
@@ -82,12 +82,6 @@ def echo_rtts(lab: Lab, host: str, port: int) -> dict[str, float] | None:
     return {"median_ms": round(percentile(rtts, 0.5) * 1000, 3), "p95_ms": round(percentile(rtts, 0.95) * 1000, 3)}
 
 
-def ping_rtt(lab: Lab, address: str) -> float | None:
-    done = lab.run("a", ["ping", "-c", "20", "-i", "0.05", "-W", "1", address], timeout=30)
-    found = re.search(r"= [\d.]+/([\d.]+)/", done.stdout)
-    return float(found.group(1)) if found else None
-
-
 def wait_ping(lab: Lab, address: str, limit: float = 60) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -136,7 +130,7 @@ def measure(lab: Lab, name: str, acceptor: str, initiator: list[str], host: str,
             result["rss_mb_100_streams"] = rss_mb(alice.pid) if "open" in line else None
             lab.stop(holder)
         else:
-            result["ping_rtt_ms"] = ping_rtt(lab, host)
+            result["ping_rtt_ms"] = ping_rtt(lab, "a", host)
     finally:
         lab.stop(alice)
         lab.stop(bob)

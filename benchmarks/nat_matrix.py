@@ -13,32 +13,21 @@ Builds its own lab (``natmatrix`` unless PLEXUS_LAB_NAME is set). Prints a table
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from typing import Any
 
-from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+from stats import events_of, percentile, ping_rtt  # benchmarks/stats.py (scripts: their folder is on sys.path)
 
 from plexus.lab import Lab
 from plexus.lab.topology import NAT_KINDS
 
 PLEXUS = [sys.executable, "-m", "plexus", "-q"]
 TRUE = {"payload": {"vars": {"command": "true"}}}
-
-
-def events_of(output: str) -> list[dict[str, Any]]:
-    found = []
-    for line in output.splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                found.append(json.loads(line))
-    return found
 
 
 def first(events: list[dict[str, Any]], phase: str, status: str) -> dict[str, Any] | None:
@@ -85,12 +74,6 @@ def cell(lab: Lab, kind_a: str, kind_b: str, runs: int) -> dict[str, Any]:
     if times:
         result.update(median_s=round(percentile(times, 0.5), 3), p95_s=round(percentile(times, 0.95), 3))
     return result
-
-
-def ping_rtt(lab: Lab, site: str, address: str, count: int = 20) -> float | None:
-    done = lab.run(site, ["ping", "-c", str(count), "-i", "0.05", "-W", "1", address], timeout=30)
-    found = re.search(r"= [\d.]+/([\d.]+)/", done.stdout)
-    return float(found.group(1)) if found else None
 
 
 def tunnel(lab: Lab, initiator_profile: str, seconds: int) -> dict[str, Any]:

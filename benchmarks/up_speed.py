@@ -13,8 +13,6 @@ Prints median and p95. Targets: median < 0.5 s; 100 % and >= 98 %.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import random
 import statistics
@@ -23,21 +21,12 @@ import sys
 import time
 from typing import Any
 
-from stats import percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
+from stats import events_of, percentile  # benchmarks/stats.py (scripts: their folder is on sys.path)
 
 from plexus.lab import Lab
 
 PLEXUS = [sys.executable, "-m", "plexus", "-q"]
 TRUE_PAYLOAD = {"template": "exec", "payload": {"vars": {"command": "true"}}}
-
-
-def events_of(output: str) -> list[dict[str, Any]]:
-    found = []
-    for line in output.splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                found.append(json.loads(line))
-    return found
 
 
 def launch_time(events: list[dict[str, Any]]) -> float | None:

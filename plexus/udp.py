@@ -28,6 +28,31 @@ class DatagramPort(Protocol):
     def sendto(self, data: bytes, addr: Address, ttl: int | None = None) -> None: ...
 
 
+class ListenerPort:
+    """Datagram listeners in order: the first that returns True consumes a datagram; the rest are counted in
+    ``unclaimed``. Shared by ``UdpPort`` and the relay's ``Allocation``, the two ports the punch sends through."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self.unclaimed = 0  # datagrams no listener wanted
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _dispatch(self, data: bytes, addr: Address) -> None:
+        for listener in list(self._listeners):
+            try:
+                if listener(data, addr):
+                    return
+            except Exception:  # a listener must never break the port; treat as "not mine"
+                continue
+        self.unclaimed += 1
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, port: UdpPort) -> None:
         self._port = port
@@ -40,14 +65,13 @@ class _Protocol(asyncio.DatagramProtocol):
         self._port.errors += 1
 
 
-class UdpPort:
+class UdpPort(ListenerPort):
     """A bound UDP socket with datagram listeners. Create with ``await UdpPort.bind(endpoint)``."""
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        super().__init__()
         self._transport: asyncio.DatagramTransport | None = None
         self._socket: socket.socket | None = None  # the raw socket (asyncio only exposes a restricted wrapper)
-        self.unclaimed = 0  # datagrams no listener wanted
         self.errors = 0  # ICMP errors reported by the kernel
 
     @classmethod
@@ -86,13 +110,6 @@ class UdpPort:
     def closed(self) -> bool:
         return self._transport is None
 
-    def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
     def sendto(self, data: bytes, addr: Address, ttl: int | None = None) -> None:
         """Send one datagram; with ``ttl`` this datagram alone leaves with that IP TTL (hop limit)."""
         if self._transport is None:
@@ -116,15 +133,6 @@ class UdpPort:
                 self.errors += 1
         finally:
             sock.setsockopt(level, option, previous)
-
-    def _dispatch(self, data: bytes, addr: Address) -> None:
-        for listener in list(self._listeners):
-            try:
-                if listener(data, addr):
-                    return
-            except Exception:  # a listener must never break the port; treat as "not mine"
-                continue
-        self.unclaimed += 1
 
     def close(self) -> None:
         if self._transport is not None:

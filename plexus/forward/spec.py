@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -85,35 +86,32 @@ class Target:
 
 
 @dataclass(frozen=True)
-class LocalForward:
-    """``-L``: we listen on ``bind``; each connection reaches ``target`` from the peer's side."""
-
+class _Forward:
     bind: Target
     target: Target
+    FLAG: ClassVar[str] = ""
 
     def __str__(self) -> str:
-        return f"-L {self.bind}:{self.target}"
+        return f"{self.FLAG} {self.bind}:{self.target}"
 
     @classmethod
-    def parse(cls, text: str) -> LocalForward:
+    def parse(cls, text: str) -> Self:
         bind, target = _pair(text)
         return cls(bind, target)
 
 
 @dataclass(frozen=True)
-class RemoteForward:
+class LocalForward(_Forward):
+    """``-L``: we listen on ``bind``; each connection reaches ``target`` from the peer's side."""
+
+    FLAG: ClassVar[str] = "-L"
+
+
+@dataclass(frozen=True)
+class RemoteForward(_Forward):
     """``-R``: the peer listens on ``bind`` (loopback only); each connection reaches ``target`` from our side."""
 
-    bind: Target
-    target: Target
-
-    def __str__(self) -> str:
-        return f"-R {self.bind}:{self.target}"
-
-    @classmethod
-    def parse(cls, text: str) -> RemoteForward:
-        bind, target = _pair(text)
-        return cls(bind, target)
+    FLAG: ClassVar[str] = "-R"
 
 
 @dataclass(frozen=True)

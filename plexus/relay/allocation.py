@@ -27,7 +27,7 @@ from aioice.turn import TurnClientTcpProtocol, TurnClientUdpProtocol
 from plexus.errors import RelayError
 from plexus.profile.model import TurnServer
 from plexus.relay.credentials import credentials_for
-from plexus.udp import Address, Listener
+from plexus.udp import Address, ListenerPort
 
 log = logging.getLogger("plexus.relay")
 
@@ -55,17 +55,16 @@ class _Receiver(asyncio.DatagramProtocol):
                                "refreshed")
 
 
-class Allocation:
+class Allocation(ListenerPort):
     """A granted allocation: ``relayed`` is the address the peer sends to, ``mapped`` our address as the TURN
     server sees it. Listeners and ``sendto`` work as on a ``UdpPort``."""
 
     def __init__(self, protocol: TurnProtocol, server: TurnServer, relayed: Address, mapped: Address) -> None:
+        super().__init__()
         self.server, self.relayed, self.mapped = server, relayed, mapped
         self._protocol = protocol
-        self._listeners: list[Listener] = []
         self._sends: set[asyncio.Task[None]] = set()
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.unclaimed = 0
         self._released = False
         protocol.receiver = _Receiver(self)
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_channels())
@@ -83,13 +82,6 @@ class Allocation:
         return self._released or self.lost.done()
 
     # --- the UdpPort face ------------------------------------------------------------------------------------
-    def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
     def sendto(self, data: bytes, addr: Address, ttl: int | None = None) -> None:
         """Relay one datagram to ``addr``. TTL-limited opening packets are not sent: the permission, not a NAT
         of ours, lets the peer in, and the relay would deliver them at full TTL."""
@@ -107,15 +99,6 @@ class Allocation:
         self._sends.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.info("TURN send via %s failed: %s", self.server.url, task.exception())
-
-    def _dispatch(self, data: bytes, addr: Address) -> None:
-        for listener in list(self._listeners):
-            try:
-                if listener(data, addr):
-                    return
-            except Exception:
-                continue
-        self.unclaimed += 1
 
     # --- permissions, refreshes, release ---------------------------------------------------------------------
     async def permit(self, peer: Address) -> None:

@@ -14,7 +14,7 @@ from plexus.forward import Identity, LocalForward, RemoteForward, Socks, Target,
     ("8080:db:5432", Target("127.0.0.1", 8080), Target("db", 5432)),
     ("0.0.0.0:8080:db:5432", Target("0.0.0.0", 8080), Target("db", 5432)),
     ("[::1]:0:[2001:db8::5]:22", Target("::1", 0), Target("2001:db8::5", 22)),
-    ("localhost:65535:10.0.0.1:1", Target("localhost", 65535), Target("10.0.0.1", 1)),
+    ("localhost:65535:198.18.0.7:1", Target("localhost", 65535), Target("198.18.0.7", 1)),
 ])
 def test_local_and_remote_forwards(text: str, bind: Target, target: Target) -> None:
     assert LocalForward.parse(text) == LocalForward(bind, target)
