@@ -59,6 +59,11 @@ class LoginRefused(RendezvousError):
     pass
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class Inbox:
     """One IMAP connection to our mailbox folder, reopened when it drops. Use ``documents()`` from one task."""
 
@@ -222,6 +227,9 @@ class Inbox:
             await asyncio.wait({task, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
+            # Abandoned (we were cancelled, the connection dropped, or it stalled): its late failure, e.g. an
+            # IDLE refused by a server that is closing the connection, is ours to swallow, never a traceback.
+            task.add_done_callback(_retrieve)
         if task.done():
             return task.result()
         task.cancel()
